@@ -1,0 +1,3 @@
+from affbatch.cli import run
+
+run()

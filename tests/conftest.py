@@ -1,0 +1,38 @@
+"""Shared fixtures: generated media only (never fetched), in per-test temporary folders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from affbatch.synthetic import constant_rate_pts, write_coded_clip
+
+#: Where CI demands the ffmpeg reference tests instead of letting them skip.
+REQUIRE_FFMPEG = os.environ.get("AFFBATCH_REQUIRE_FFMPEG") == "1"
+
+
+@pytest.fixture(scope="session")
+def ffmpeg() -> str:
+    """Path of Debian's ffmpeg command-line tool, the reference for frame-rate conversion."""
+    path = shutil.which("ffmpeg")
+    if path is None:
+        if REQUIRE_FFMPEG:
+            pytest.fail("ffmpeg is required (AFFBATCH_REQUIRE_FFMPEG=1): apt-get install ffmpeg")
+        pytest.skip("ffmpeg not installed (apt-get install ffmpeg)")
+    return path
+
+
+@pytest.fixture
+def make_clip(tmp_path: Path):
+    """make_clip(name, frames=.., fps=.., **write_coded_clip options) -> Path of a coded clip."""
+
+    def make(name: str, frames: int = 30, fps: Fraction | int = 30, pts=None, time_base=None, **options) -> Path:
+        time_base = time_base or 1 / Fraction(fps)
+        pts = pts if pts is not None else constant_rate_pts(frames, Fraction(fps), time_base)
+        return write_coded_clip(tmp_path / name, pts, time_base, rate=Fraction(fps), **options)
+
+    return make
