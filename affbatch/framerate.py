@@ -97,6 +97,23 @@ def fps_filter_slots(
     return np.asarray(shown, dtype=np.int64)
 
 
+def file_start_us(stream_starts) -> int | None:
+    """The file's start time as FFmpeg 5.1 computes it (``update_stream_timings``), in microseconds.
+
+    ``stream_starts``: (first timestamp, time base, stream type) of each stream, the first
+    timestamp being the smallest pts of a packet that is not discarded. Subtitle and data streams
+    count only when they start less than a second before the others.
+    """
+    media: list[int] = []
+    text: list[int] = []
+    for ts, time_base, kind in stream_starts:
+        (text if kind in ("subtitle", "data") else media).append(rescale_near_inf(ts, time_base, AV_TIME_BASE))
+    start = min(media) if media else None
+    if text and (start is None or (min(text) < start and start - min(text) < 1_000_000)):
+        start = min(text)
+    return start
+
+
 def ffmpeg_input_offset(container_start_us: int | None, time_base: Fraction) -> int:
     """The shift ffmpeg adds to every pts of a stream: minus the file's start time.
 

@@ -64,29 +64,51 @@ def write_coded_clip(
     options: dict[str, str] | None = None,
     rotation: int = 0,
     noise_seed: int | None = None,
+    audio: tuple[float, float] | None = None,
+    container_options: dict[str, str] | None = None,
 ) -> Path:
     """Encode one frame per timestamp (``pts`` in ``time_base``); frame i encodes index i.
 
     ``rotation`` (degrees counter-clockwise) is stored in the display matrix, so a player shows
-    the picture turned; the frames themselves are encoded unturned.
+    the picture turned; the frames themselves are encoded unturned. ``audio=(start_s,
+    duration_s)`` adds a silent AAC track, to test timelines that audio starts.
     """
     path = Path(path)
     rng = np.random.default_rng(noise_seed) if noise_seed is not None else None
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=rate or round(1 / float(time_base)) or 30, options=options or {})
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.time_base = time_base
         stream.codec_context.time_base = time_base
         if rotation:
             stream.set_display_rotation(rotation)
+        packets = []
         for i, p in enumerate(pts):
             frame = av.VideoFrame.from_ndarray(code_frame(i, width, height, rng), format="rgb24")
             frame.pts, frame.time_base = int(p), time_base
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
+            packets += stream.encode(frame)
+        packets += stream.encode()
+        if audio is not None:
+            packets += _silent_audio(container, *audio)
+        # Interleave by time, as a real muxer's input would be.
+        packets.sort(key=lambda pk: float((pk.dts if pk.dts is not None else 0) * pk.time_base))
+        for packet in packets:
             container.mux(packet)
     return path
+
+
+def _silent_audio(container, start_s: float, duration_s: float, rate: int = 48000) -> list:
+    stream = container.add_stream("aac", rate=rate, layout="mono")
+    stream.time_base = Fraction(1, rate)
+    packets = []
+    samples = 1024
+    start = round(start_s * rate)
+    for offset in range(0, round(duration_s * rate), samples):
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, samples), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = rate, start + offset, Fraction(1, rate)
+        packets += stream.encode(frame)
+    packets += stream.encode()
+    return packets
 
 
 def constant_rate_pts(frames: int, fps: Fraction, time_base: Fraction) -> list[int]:
