@@ -134,6 +134,8 @@ def _manifest_widths(traces_path: Path) -> dict[str, int]:
         manifest = read_table(manifest_path(traces_path))
     except (OSError, pa.ArrowInvalid):
         return {}
+    if not {"video", "width"} <= set(manifest.column_names):  # not a manifest: widths unknown
+        return {}
     return {v: w for v, w in zip(manifest["video"].to_pylist(), manifest["width"].to_pylist(), strict=True) if w}
 
 
@@ -180,9 +182,10 @@ def _join(label: LabelFile, rows: dict[str, np.ndarray], track: int | None):
     sums_a = np.zeros(n)
     counts = np.zeros(n, np.int64)
     if track is not None:
-        pick = (rows["track"] == track) & ~np.isnan(rows["valence"]) & ~np.isnan(rows["arousal"])
+        # NaN or infinite predictions are no predictions (nulls are NaN here already).
+        pick = (rows["track"] == track) & np.isfinite(rows["valence"]) & np.isfinite(rows["arousal"])
         src = rows["source_frame"][pick]
-        inside = src < n
+        inside = (src >= 0) & (src < n)  # a negative index would wrap around to the last labels
         src = src[inside]
         np.add.at(sums_v, src, rows["valence"][pick][inside])
         np.add.at(sums_a, src, rows["arousal"][pick][inside])

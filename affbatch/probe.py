@@ -18,13 +18,17 @@ import av
 import numpy as np
 
 from affbatch.errors import NoVideoStream, TruncatedVideo, VideoOpenFailure
-from affbatch.framerate import end_pts, ffmpeg_input_offset
+from affbatch.framerate import end_pts, ffmpeg_input_offset, file_start_us
 
 #: How many packets may be fed to the decoder before the first frame must have come out.
 #: Generous: frame-threaded decoders and long open GOPs hold frames back.
 FIRST_FRAME_PACKETS = 256
 
-#: A stream that ends this much before the duration its header announces is truncated.
+#: libavformat's AVFMT_TS_DISCONT: the format allows timestamp discontinuities (MPEG-TS, MPEG-PS).
+TS_DISCONT = 0x200
+
+#: A stream that ends this much before the duration its header announces is incomplete
+#: (when the file's own structure cannot tell whether it was cut short; see ``Layout``).
 TRUNCATION_SLACK_S = 1.0
 
 
@@ -63,7 +67,7 @@ def check_file(path: Path) -> None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise VideoOpenFailure(f"{path}: file not found (removed after the run started?)") from None
+        raise VideoOpenFailure(f"{path}: file not found") from None
     except OSError as exc:
         raise VideoOpenFailure(f"{path}: cannot stat: {exc.strerror}") from None
     if not os.path.isfile(path):
@@ -84,11 +88,16 @@ def open_container(path: Path) -> av.container.InputContainer:
     check_file(path)
     try:
         return av.open(str(path), metadata_errors="ignore")
-    except av.error.InvalidDataError:
-        raise VideoOpenFailure(f"{path}: not a video FFmpeg can read (invalid data)") from None
     except av.error.FFmpegError as exc:
         if exc.errno == errno.ENOENT:
             raise VideoOpenFailure(f"{path}: file not found") from None
+        layout = container_layout(path)
+        if layout.describe():  # FFmpeg's own words ("moov atom not found", ...) say less
+            raise TruncatedVideo(f"{path}: truncated or unfinished: {layout.describe()}") from None
+        if layout.kind is not None:
+            raise VideoOpenFailure(f"{path}: corrupt {layout.kind} file: {exc.strerror or exc}") from None
+        if isinstance(exc, av.error.InvalidDataError):
+            raise VideoOpenFailure(f"{path}: not a video: FFmpeg recognises no media format in it") from None
         raise VideoOpenFailure(f"{path}: cannot open: {exc.strerror or exc}") from None
 
 
@@ -110,7 +119,13 @@ def probe(path: Path) -> VideoInfo:
     """
     path = Path(path)
     with open_container(path) as container:
-        stream = video_stream(container, path)
+        layout = container_layout(path)
+        try:
+            stream = video_stream(container, path)
+        except NoVideoStream as exc:
+            if layout.describe():  # the streams are described past the end of the file
+                raise TruncatedVideo(f"{path}: truncated: {layout.describe()}; no video stream is left") from None
+            raise exc from None
         ctx = stream.codec_context
         codec = ctx.name
         stream_index = stream.index
@@ -118,58 +133,82 @@ def probe(path: Path) -> VideoInfo:
         average_rate = stream.average_rate or stream.guessed_rate
         declared_frames = stream.frames
         declared_end = _declared_duration_s(stream)
-        start_time = container.start_time
 
         stamps: list[int] = []
         durations: list[int] = []
+        # First timestamp of every stream, audio included: ffmpeg shifts all of them by the
+        # earliest (see framerate.file_start_us).
+        starts: dict[int, tuple[int, Fraction, str]] = {}
+        # Two behaviours of ffmpeg 5.1 seen against its output: with MPEG-TS/PS (formats with
+        # timestamp discontinuities) only the video stream's own start counts, and in MP4/MOV
+        # an edit list that starts inside the first audio packet (AAC priming) starts the audio
+        # at zero, not at that packet's negative pts.
+        other_streams_count = not container.format.flags & TS_DISCONT
+        is_mov = "mov" in container.format.name.split(",")
+        reordered = False
         first_frame = None
         fed = 0
         try:
-            for packet in container.demux(stream):
+            for packet in container.demux():
                 if packet.size == 0:  # the flush packet at end of stream
                     continue
                 ts = packet.pts if packet.pts is not None else packet.dts
-                if ts is None:
-                    continue  # ffmpeg discards frames without timestamps too
-                stamps.append(ts)
-                durations.append(packet.duration or 0)
+                if packet.stream_index != stream_index:
+                    if ts is not None and not packet.is_discard and other_streams_count:
+                        _note_start(starts, packet, max(ts, 0) if is_mov else ts)
+                    continue
                 if first_frame is None and fed < FIRST_FRAME_PACKETS:
                     fed += 1
                     first_frame = _first(ctx, packet)
+                # A packet an edit list discards is decoded but yields no frame; one without a
+                # timestamp is dropped by ffmpeg too.
+                if ts is None or packet.is_discard:
+                    continue
+                _note_start(starts, packet, ts)
+                reordered = reordered or (packet.dts is not None and packet.dts != ts)
+                stamps.append(ts)
+                durations.append(packet.duration or 0)
         except av.error.FFmpegError as exc:
-            if not stamps:
-                raise VideoOpenFailure(f"{path}: cannot read packets: {exc.strerror}") from None
-            at = (stamps[-1] - min(stamps)) * float(time_base)
+            at = (max(stamps) - min(stamps)) * float(time_base) if stamps else 0.0
             raise TruncatedVideo(
-                f"{path}: corrupt or truncated after {len(stamps)} frames ({at:.2f} s): {exc.strerror}"
+                f"{path}: {_damage(layout)}: reading stops after {len(stamps)} frames ({at:.2f} s): "
+                f"{exc.strerror or exc}{_why(layout)}"
             ) from None
         if not stamps:
+            if layout.describe():
+                raise TruncatedVideo(f"{path}: truncated: no frame is left; {layout.describe()}")
             raise VideoOpenFailure(f"{path}: the video stream has no frames")
+        _check_complete(path, layout, stamps, durations, time_base, average_rate, declared_frames, declared_end)
         if first_frame is None:
             first_frame = _first(ctx, None)
         if first_frame is None:
-            raise VideoOpenFailure(f"{path}: no decodable frame ({codec})")
+            raise VideoOpenFailure(
+                f"{path}: no decodable frame: the {codec} decoder made no picture from "
+                + (f"any of its {fed} packets" if fed < FIRST_FRAME_PACKETS else f"its first {fed} packets")
+                + " (corrupt data, or a variant of the codec FFmpeg cannot decode)"
+            )
         rotation = _rotation(first_frame)
         w, h = first_frame.width, first_frame.height
+        # The rate the decoder found in the bitstream (H.264's VUI timing, for instance), which
+        # ffmpeg uses for the duration of a last packet that has none.
+        decoder_rate = ctx.framerate or average_rate
 
     order = np.argsort(np.asarray(stamps, np.int64), kind="stable")
     pts = np.asarray(stamps, np.int64)[order]
     last = int(order[-1])
     span_s = float((pts[-1] - pts[0]) * time_base)
     frame_s = float(1 / average_rate) if average_rate else 0.0
-    if declared_frames and len(pts) < declared_frames:
-        raise TruncatedVideo(f"{path}: truncated: {len(pts)} of the {declared_frames} frames its header lists")
-    if declared_end and span_s + frame_s < declared_end - TRUNCATION_SLACK_S:
-        raise TruncatedVideo(
-            f"{path}: truncated: frames end at {span_s + frame_s:.2f} s "
-            f"of the {declared_end:.2f} s its header announces"
-        )
 
-    offset = ffmpeg_input_offset(start_time, time_base)
+    offset = ffmpeg_input_offset(file_start_us(starts.values()), time_base)
     if rotation in (90, 270):
         w, h = h, w
     duration_s = span_s + (float(durations[last] * time_base) if durations[last] else frame_s)
-    native_fps = float(average_rate) if average_rate else (len(pts) / duration_s if duration_s else 0.0)
+    # Frames per second of the video as a viewer counts them: frames over their span plus one
+    # typical frame. Exact for constant rates (where the header's average can be skewed by the
+    # last packet's duration), the average for variable ones.
+    typical_s = float(np.median(np.diff(pts))) * float(time_base) if len(pts) > 1 else frame_s
+    span_with_last = span_s + typical_s
+    native_fps = len(pts) / span_with_last if span_with_last > 0 else float(average_rate or 0)
     return VideoInfo(
         path=path,
         codec=codec,
@@ -182,10 +221,73 @@ def probe(path: Path) -> VideoInfo:
         stream_index=stream_index,
         pts=pts,
         offset=offset,
-        # The decoder stamps every frame, the last one included, with the duration of the last
-        # packet it was fed (libavcodec's ``last_pkt_props``): the last packet in file order.
-        eof_pts=end_pts(int(pts[-1]) + offset, durations[-1], time_base, average_rate),
+        eof_pts=end_pts(
+            int(pts[-1]) + offset, _last_frame_duration(durations, is_mov and reordered), time_base, decoder_rate
+        ),
     )
+
+
+def _check_complete(path, layout: Layout, stamps, durations, time_base, average_rate, declared_frames, declared_end):
+    """Raise TruncatedVideo when demuxing found fewer frames than the file announces.
+
+    A header's frame count is exact. A header's duration is compared with the end of the last
+    frame; a second of slack covers muxers that count durations their own way, unless the file
+    is known to be cut short, where the frames must reach the announced end (within 1.5 frames:
+    a file whose cut spared every frame, only an index after them, is still complete).
+    """
+    n = len(stamps)
+    damage, why = _damage(layout), _why(layout)
+    if declared_frames and n < declared_frames:
+        raise TruncatedVideo(
+            f"{path}: {damage}: {n} of the {declared_frames} frames its header lists are readable{why}"
+        )
+    frame_s = float(1 / average_rate) if average_rate else 0.0
+    last = int(np.argmax(stamps))
+    last_s = float(durations[last] * time_base) or frame_s
+    # The end of the last frame, counted from the first frame or from zero, whichever is
+    # later: a header may count a stream's duration either way.
+    end_s = float((stamps[last] - min(min(stamps), 0)) * time_base) + last_s
+    if declared_end:
+        slack = max(1.5 * frame_s, 0.002) if layout.truncated else max(TRUNCATION_SLACK_S, 2 * frame_s)
+        if end_s < declared_end - slack:
+            missing = f", about {round((declared_end - end_s) / frame_s)} frames missing" if frame_s else ""
+            raise TruncatedVideo(
+                f"{path}: {damage}: its {n} readable frames stop at {end_s:.2f} s of the {declared_end:.2f} s "
+                f"its header announces{missing}{why}"
+            )
+    elif layout.truncated and not declared_frames:
+        raise TruncatedVideo(f"{path}: truncated: {layout.describe()}; which frames are missing cannot be told")
+
+
+def _damage(layout: Layout) -> str:
+    """What to call frames missing from a file: its structure tells a cut from damage."""
+    if layout.truncated:
+        return "truncated"
+    return "corrupt data" if layout.complete else "truncated or corrupt"
+
+
+def _why(layout: Layout) -> str:
+    if layout.truncated:
+        return f" ({layout.describe()})"
+    return " (the file is complete: its data is damaged)" if layout.complete else ""
+
+
+def _last_frame_duration(durations: list[int], mov_reordered: bool) -> int:
+    """The packet duration ffmpeg 5.1 adds to the last frame's pts to find the end of stream.
+
+    The decoder stamps the frames it drains at the end with the duration of the last packet it
+    was fed (libavcodec's ``last_pkt_props``): the last packet in file order. ffmpeg 5.1's
+    MP4/MOV demuxer reports no packet durations for a track whose edit list it rewrites for
+    reordered frames (B-frames, ``mov_fix_index``); ffmpeg then falls back to one frame at the
+    decoder's rate (``end_pts``). Both were seen against its output.
+    """
+    return 0 if mov_reordered else durations[-1]
+
+
+def _note_start(starts: dict, packet, ts: int) -> None:
+    index = packet.stream_index
+    if index not in starts or ts < starts[index][0]:
+        starts[index] = (ts, packet.time_base, packet.stream.type)
 
 
 def _first(ctx, packet):
@@ -221,3 +323,124 @@ def _declared_duration_s(stream) -> float | None:
         except ValueError:
             return None
     return None
+
+
+# -- the container's own account of its length -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a container's top-level structure says about the file's length, read without FFmpeg.
+
+    MP4/MOV boxes, the Matroska/WebM segment and the AVI RIFF chunk each state their size, so a
+    file cut short (an interrupted download or copy, a recording that never finished) shows
+    it: its structure announces more bytes than the file has. ``declared`` is None where the
+    structure does not tell (another format, or a size written as unknown, as live recorders do).
+    """
+
+    kind: str | None  # "MP4", "Matroska", "AVI"; None: a format not checked here
+    size: int  # bytes in the file
+    declared: int | None = None  # bytes the structure announces
+    cut: str | None = None  # the element the file ends inside
+    has_index: bool = True  # MP4: a 'moov' box (the index of every frame) is present
+
+    @property
+    def truncated(self) -> bool:
+        return self.declared is not None and self.declared > self.size
+
+    @property
+    def complete(self) -> bool:
+        """Known to hold every byte its structure announces."""
+        return self.declared is not None and self.declared <= self.size and self.has_index
+
+    def describe(self) -> str:
+        """Why the file is incomplete, for a reason; '' when it is not known to be."""
+        parts = []
+        if self.truncated:
+            inside = f", ending inside its '{self.cut}' box" if self.cut else ""
+            parts.append(
+                f"the file has {self.size} of the {self.declared} bytes its {self.kind} structure announces{inside}"
+            )
+        if not self.has_index:
+            parts.append("it has no 'moov' box, the index of the frames that MP4 writers add when they finish")
+        return "; ".join(parts)
+
+
+#: Boxes that may open an MP4/MOV file (older QuickTime files have no 'ftyp').
+_MP4_FIRST_BOXES = frozenset({b"ftyp", b"styp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"})
+_EBML_MAGIC = b"\x1a\x45\xdf\xa3"
+_MATROSKA_SEGMENT = 0x18538067
+
+
+def container_layout(path: Path) -> Layout:
+    """Read the top-level structure of ``path`` (a few small reads). Never raises on bad data:
+    what cannot be parsed is reported as unknown (``kind`` None or ``declared`` None)."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(4096)
+            if head[:4] == _EBML_MAGIC:
+                return _matroska_layout(head, size)
+            if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+                riff = int.from_bytes(head[4:8], "little")
+                return Layout("AVI", size, 8 + riff + (riff & 1))
+            if head[4:8] in _MP4_FIRST_BOXES:
+                return _mp4_layout(f, size)
+    except (OSError, ValueError, IndexError):
+        pass
+    return Layout(None, 0)
+
+
+def _mp4_layout(f, size: int) -> Layout:
+    """Walk the top-level boxes; stop (structure unknown) at anything that is not a box."""
+    pos = 0
+    boxes: set[bytes] = set()
+    while pos + 8 <= size:
+        f.seek(pos)
+        head = f.read(16)
+        box_size, kind = int.from_bytes(head[:4], "big"), head[4:8]
+        if not all(0x20 <= c < 0x7F for c in kind):
+            return Layout("MP4", size)  # trailing junk, or not boxes at all: no verdict
+        boxes.add(kind)
+        header = 8
+        if box_size == 0:  # the last box, to the end of the file
+            break
+        if box_size == 1:  # a 64-bit size follows the type
+            if len(head) < 16:
+                return Layout("MP4", size, pos + 16, cut=kind.decode("ascii"), has_index=b"moov" in boxes)
+            box_size, header = int.from_bytes(head[8:16], "big"), 16
+        if box_size < header:
+            return Layout("MP4", size)
+        if pos + box_size > size:
+            return Layout("MP4", size, pos + box_size, cut=kind.decode("ascii"), has_index=b"moov" in boxes)
+        pos += box_size
+    return Layout("MP4", size, size, has_index=b"moov" in boxes or b"moof" in boxes)
+
+
+def _matroska_layout(head: bytes, size: int) -> Layout:
+    """The EBML header, then the Segment: its size says where the file ends."""
+    pos = 4
+    header_size, pos, _ = _ebml_vint(head, pos)
+    pos += header_size
+    element, pos, _ = _ebml_vint(head, pos, keep_marker=True)
+    if element != _MATROSKA_SEGMENT:
+        return Layout("Matroska", size)
+    segment_size, pos, unknown = _ebml_vint(head, pos)
+    if unknown:  # streamed: the writer did not know the size
+        return Layout("Matroska", size)
+    return Layout("Matroska", size, pos + segment_size)
+
+
+def _ebml_vint(data: bytes, pos: int, keep_marker: bool = False) -> tuple[int, int, bool]:
+    """(value, position after it, all value bits set: "unknown size") of an EBML varint."""
+    first = data[pos]
+    if first == 0:
+        raise ValueError("not an EBML varint")
+    length = 9 - first.bit_length()
+    value = first if keep_marker else first & (0xFF >> length)
+    for byte in data[pos + 1 : pos + length]:
+        value = (value << 8) | byte
+    if pos + length > len(data):
+        raise ValueError("EBML varint past the data")
+    unknown = not keep_marker and value == (1 << (7 * length)) - 1
+    return value, pos + length, unknown

@@ -88,6 +88,14 @@ def write_coded_clip(
             frame.pts, frame.time_base = int(p), time_base
             packets += stream.encode(frame)
         packets += stream.encode()
+        # Give every packet its frame's duration (the gap to the next frame; the last one lasts
+        # as long as the one before), as cameras and real muxers do.
+        gaps = np.diff(np.asarray(pts, np.int64))
+        last = int(gaps[-1]) if len(gaps) else (round(1 / (float(rate) * time_base)) if rate else 1)
+        duration = dict(zip((int(p) for p in pts), [*map(int, gaps), last], strict=True))
+        for packet in packets:
+            if packet.pts in duration:
+                packet.duration = duration[packet.pts]
         if audio is not None:
             packets += _silent_audio(container, *audio)
         # Interleave by time, as a real muxer's input would be.
