@@ -19,7 +19,7 @@ from tests.reference import ffmpeg_frames
 AVAILABLE = [name for name, why in decoders.availability().items() if why is None]
 
 # (file name, codec, pix_fmt, extra encoder options): H.264, HEVC, VP9, MPEG-4 Part 2, MJPEG in
-# mp4, mov, mkv, avi, webm.
+# mp4, mov, mkv, avi, webm; AV1 and MPEG-2 too.
 FORMATS = [
     ("h264.mp4", "libx264", "yuv420p", {}),
     ("h264-bframes.mkv", "libx264", "yuv420p", {"bf": "3"}),
@@ -31,6 +31,8 @@ FORMATS = [
     ("mjpeg.mov", "mjpeg", "yuvj420p", {}),
     ("mjpeg.avi", "mjpeg", "yuvj422p", {}),
     ("h264.mov", "libx264", "yuv420p", {}),
+    ("av1.mkv", "libsvtav1", "yuv420p", {}),
+    ("mpeg2.mpg", "mpeg2video", "yuv420p", {}),
 ]
 
 
