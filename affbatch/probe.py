@@ -19,6 +19,7 @@ import numpy as np
 
 from affbatch.errors import NoVideoStream, TruncatedVideo, VideoOpenFailure
 from affbatch.framerate import end_pts, ffmpeg_input_offset, file_start_us
+from affbatch.layout import Layout, container_layout
 
 #: How many packets may be fed to the decoder before the first frame must have come out.
 #: Generous: frame-threaded decoders and long open GOPs hold frames back.
@@ -30,6 +31,10 @@ TS_DISCONT = 0x200
 #: A stream that ends this much before the duration its header announces is incomplete
 #: (when the file's own structure cannot tell whether it was cut short; see ``Layout``).
 TRUNCATION_SLACK_S = 1.0
+
+#: The same for a file whose structure (MP4, Matroska, AVI) is complete: the header's duration
+#: and the frames may differ by a last frame's length that the file does not store, not more.
+COMPLETE_SLACK_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,10 @@ def probe(path: Path) -> VideoInfo:
                 raise TruncatedVideo(f"{path}: truncated: {layout.describe()}; no video stream is left") from None
             raise exc from None
         ctx = stream.codec_context
+        if ctx is None:  # FFmpeg knows no codec for it
+            if layout.describe():  # a stream described by an index that is cut off
+                raise TruncatedVideo(f"{path}: truncated: {layout.describe()}; its video stream is unreadable")
+            raise VideoOpenFailure(f"{path}: no decoder for its video stream (unknown codec)")
         codec = ctx.name
         stream_index = stream.index
         time_base = stream.time_base or Fraction(1, 90000)
@@ -148,6 +157,7 @@ def probe(path: Path) -> VideoInfo:
         reordered = False
         first_frame = None
         fed = 0
+        corrupt = 0
         try:
             for packet in container.demux():
                 if packet.size == 0:  # the flush packet at end of stream
@@ -168,6 +178,7 @@ def probe(path: Path) -> VideoInfo:
                 reordered = reordered or (packet.dts is not None and packet.dts != ts)
                 stamps.append(ts)
                 durations.append(packet.duration or 0)
+                corrupt += packet.is_corrupt  # partly read: its data runs past the end of the file
         except av.error.FFmpegError as exc:
             at = (max(stamps) - min(stamps)) * float(time_base) if stamps else 0.0
             raise TruncatedVideo(
@@ -179,6 +190,10 @@ def probe(path: Path) -> VideoInfo:
                 raise TruncatedVideo(f"{path}: truncated: no frame is left; {layout.describe()}")
             raise VideoOpenFailure(f"{path}: the video stream has no frames")
         _check_complete(path, layout, stamps, durations, time_base, average_rate, declared_frames, declared_end)
+        if corrupt and layout.truncated:
+            raise TruncatedVideo(
+                f"{path}: truncated: the data of {corrupt} of its {len(stamps)} frames is cut off ({layout.describe()})"
+            )
         if first_frame is None:
             first_frame = _first(ctx, None)
         if first_frame is None:
@@ -231,24 +246,30 @@ def _check_complete(path, layout: Layout, stamps, durations, time_base, average_
     """Raise TruncatedVideo when demuxing found fewer frames than the file announces.
 
     A header's frame count is exact. A header's duration is compared with the end of the last
-    frame; a second of slack covers muxers that count durations their own way, unless the file
-    is known to be cut short, where the frames must reach the announced end (within 1.5 frames:
-    a file whose cut spared every frame, only an index after them, is still complete).
+    frame, with a slack for a last frame whose length the file does not store: a quarter of a
+    second (or two frames) where the file's structure is complete, a second where it cannot be
+    checked, and 1.5 frames where the file is known to be cut short (a cut that spared every
+    frame, only an index after them, leaves the video complete).
     """
     n = len(stamps)
     damage, why = _damage(layout), _why(layout)
-    if declared_frames and n < declared_frames:
-        raise TruncatedVideo(
-            f"{path}: {damage}: {n} of the {declared_frames} frames its header lists are readable{why}"
-        )
     frame_s = float(1 / average_rate) if average_rate else 0.0
     last = int(np.argmax(stamps))
     last_s = float(durations[last] * time_base) or frame_s
     # The end of the last frame, counted from the first frame or from zero, whichever is
     # later: a header may count a stream's duration either way.
     end_s = float((stamps[last] - min(min(stamps), 0)) * time_base) + last_s
+    if layout.truncated:
+        slack = max(1.5 * frame_s, 0.002)
+    else:
+        slack = max(COMPLETE_SLACK_S if layout.complete else TRUNCATION_SLACK_S, 2 * frame_s)
+    # A frame count that includes frames stored empty (an AVI's dropped frames, which demuxing
+    # skips) is reached by the timeline, not by the packets.
+    if declared_frames and n < declared_frames and not (frame_s and end_s >= declared_frames * frame_s - slack):
+        raise TruncatedVideo(
+            f"{path}: {damage}: {n} of the {declared_frames} frames its header lists are readable{why}"
+        )
     if declared_end:
-        slack = max(1.5 * frame_s, 0.002) if layout.truncated else max(TRUNCATION_SLACK_S, 2 * frame_s)
         if end_s < declared_end - slack:
             missing = f", about {round((declared_end - end_s) / frame_s)} frames missing" if frame_s else ""
             raise TruncatedVideo(
@@ -323,124 +344,3 @@ def _declared_duration_s(stream) -> float | None:
         except ValueError:
             return None
     return None
-
-
-# -- the container's own account of its length -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Layout:
-    """What a container's top-level structure says about the file's length, read without FFmpeg.
-
-    MP4/MOV boxes, the Matroska/WebM segment and the AVI RIFF chunk each state their size, so a
-    file cut short (an interrupted download or copy, a recording that never finished) shows
-    it: its structure announces more bytes than the file has. ``declared`` is None where the
-    structure does not tell (another format, or a size written as unknown, as live recorders do).
-    """
-
-    kind: str | None  # "MP4", "Matroska", "AVI"; None: a format not checked here
-    size: int  # bytes in the file
-    declared: int | None = None  # bytes the structure announces
-    cut: str | None = None  # the element the file ends inside
-    has_index: bool = True  # MP4: a 'moov' box (the index of every frame) is present
-
-    @property
-    def truncated(self) -> bool:
-        return self.declared is not None and self.declared > self.size
-
-    @property
-    def complete(self) -> bool:
-        """Known to hold every byte its structure announces."""
-        return self.declared is not None and self.declared <= self.size and self.has_index
-
-    def describe(self) -> str:
-        """Why the file is incomplete, for a reason; '' when it is not known to be."""
-        parts = []
-        if self.truncated:
-            inside = f", ending inside its '{self.cut}' box" if self.cut else ""
-            parts.append(
-                f"the file has {self.size} of the {self.declared} bytes its {self.kind} structure announces{inside}"
-            )
-        if not self.has_index:
-            parts.append("it has no 'moov' box, the index of the frames that MP4 writers add when they finish")
-        return "; ".join(parts)
-
-
-#: Boxes that may open an MP4/MOV file (older QuickTime files have no 'ftyp').
-_MP4_FIRST_BOXES = frozenset({b"ftyp", b"styp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"})
-_EBML_MAGIC = b"\x1a\x45\xdf\xa3"
-_MATROSKA_SEGMENT = 0x18538067
-
-
-def container_layout(path: Path) -> Layout:
-    """Read the top-level structure of ``path`` (a few small reads). Never raises on bad data:
-    what cannot be parsed is reported as unknown (``kind`` None or ``declared`` None)."""
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            head = f.read(4096)
-            if head[:4] == _EBML_MAGIC:
-                return _matroska_layout(head, size)
-            if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
-                riff = int.from_bytes(head[4:8], "little")
-                return Layout("AVI", size, 8 + riff + (riff & 1))
-            if head[4:8] in _MP4_FIRST_BOXES:
-                return _mp4_layout(f, size)
-    except (OSError, ValueError, IndexError):
-        pass
-    return Layout(None, 0)
-
-
-def _mp4_layout(f, size: int) -> Layout:
-    """Walk the top-level boxes; stop (structure unknown) at anything that is not a box."""
-    pos = 0
-    boxes: set[bytes] = set()
-    while pos + 8 <= size:
-        f.seek(pos)
-        head = f.read(16)
-        box_size, kind = int.from_bytes(head[:4], "big"), head[4:8]
-        if not all(0x20 <= c < 0x7F for c in kind):
-            return Layout("MP4", size)  # trailing junk, or not boxes at all: no verdict
-        boxes.add(kind)
-        header = 8
-        if box_size == 0:  # the last box, to the end of the file
-            break
-        if box_size == 1:  # a 64-bit size follows the type
-            if len(head) < 16:
-                return Layout("MP4", size, pos + 16, cut=kind.decode("ascii"), has_index=b"moov" in boxes)
-            box_size, header = int.from_bytes(head[8:16], "big"), 16
-        if box_size < header:
-            return Layout("MP4", size)
-        if pos + box_size > size:
-            return Layout("MP4", size, pos + box_size, cut=kind.decode("ascii"), has_index=b"moov" in boxes)
-        pos += box_size
-    return Layout("MP4", size, size, has_index=b"moov" in boxes or b"moof" in boxes)
-
-
-def _matroska_layout(head: bytes, size: int) -> Layout:
-    """The EBML header, then the Segment: its size says where the file ends."""
-    pos = 4
-    header_size, pos, _ = _ebml_vint(head, pos)
-    pos += header_size
-    element, pos, _ = _ebml_vint(head, pos, keep_marker=True)
-    if element != _MATROSKA_SEGMENT:
-        return Layout("Matroska", size)
-    segment_size, pos, unknown = _ebml_vint(head, pos)
-    if unknown:  # streamed: the writer did not know the size
-        return Layout("Matroska", size)
-    return Layout("Matroska", size, pos + segment_size)
-
-
-def _ebml_vint(data: bytes, pos: int, keep_marker: bool = False) -> tuple[int, int, bool]:
-    """(value, position after it, all value bits set: "unknown size") of an EBML varint."""
-    first = data[pos]
-    if first == 0:
-        raise ValueError("not an EBML varint")
-    length = 9 - first.bit_length()
-    value = first if keep_marker else first & (0xFF >> length)
-    for byte in data[pos + 1 : pos + length]:
-        value = (value << 8) | byte
-    if pos + length > len(data):
-        raise ValueError("EBML varint past the data")
-    unknown = not keep_marker and value == (1 << (7 * length)) - 1
-    return value, pos + length, unknown

@@ -23,6 +23,7 @@ import affbatch
 from affbatch.analysis import Analyzer, NoFaces
 from affbatch.decoders import get_decoder
 from affbatch.decoders.base import Decoder, FrameBatch
+from affbatch.devices import check_device, check_runtime
 from affbatch.errors import AffbatchError, UsageError, VideoError
 from affbatch.framerate import PAPER_FPS, fps_filter_slots
 from affbatch.inputs import InputVideo, collect_videos
@@ -57,6 +58,8 @@ class ScoreOptions:
         self.out = Path(self.out)
         if self.fps not in FPS_CHOICES:
             raise UsageError(f"--fps {self.fps!r}: choose 30 or native")
+        check_device(self.device)
+        check_runtime(self.runtime)
         if self.batch_size < 1:
             raise UsageError(f"--batch-size {self.batch_size}: must be at least 1")
         if self.out.is_dir():
@@ -164,14 +167,8 @@ def score(paths: list[str | os.PathLike], options: ScoreOptions, progress: Progr
             progress.video_done(video.name, row.status, row.frames or 0, row.seconds or 0.0, row.error)
 
         rows = store.assemble(videos, metadata)
-        if all(r.status == "ok" for r in rows):
-            store.discard()
-        else:
-            store.close()
-    except BaseException:
-        store.close()
-        raise
     finally:
+        store.close()
         progress.close()
     return ScoreSummary(
         out=options.out,
@@ -213,8 +210,12 @@ def _produce(
             yield "end", video, None
         except VideoError as exc:
             yield "error", video, (exc, print_)
-        except OSError as exc:  # the file vanished or broke between steps
-            yield "error", video, (VideoError(f"{video.path}: {exc.strerror or exc}"), print_)
+        except FileNotFoundError:  # the file vanished between steps
+            yield "error", video, (VideoError(f"{video.path}: file not found"), print_)
+        except PermissionError:
+            yield "error", video, (VideoError(f"{video.path}: permission denied"), print_)
+        except OSError as exc:  # the file broke between steps
+            yield "error", video, (VideoError(f"{video.path}: cannot read: {exc.strerror or exc}"), print_)
         except Exception as exc:  # a decoder bug on a strange file must not end the run
             log.debug("unexpected error on %s", video.path, exc_info=True)
             reason = f"{video.path}: unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)"

@@ -1,0 +1,130 @@
+"""The container's own account of its length, read without FFmpeg.
+
+MP4/MOV boxes, the Matroska/WebM segment and the AVI RIFF chunk each state their size, so a file
+cut short (an interrupted download or copy, a recording that never finished) shows it: its
+structure announces more bytes than the file has.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a container's top-level structure says about the file's length, read without FFmpeg.
+
+    MP4/MOV boxes, the Matroska/WebM segment and the AVI RIFF chunk each state their size, so a
+    file cut short (an interrupted download or copy, a recording that never finished) shows
+    it: its structure announces more bytes than the file has. ``declared`` is None where the
+    structure does not tell (another format, or a size written as unknown, as live recorders do).
+    """
+
+    kind: str | None  # "MP4", "Matroska", "AVI"; None: a format not checked here
+    size: int  # bytes in the file
+    declared: int | None = None  # bytes the structure announces
+    cut: str | None = None  # the element the file ends inside
+    has_index: bool = True  # MP4: a 'moov' box (the index of every frame) is present
+
+    @property
+    def truncated(self) -> bool:
+        return self.declared is not None and self.declared > self.size
+
+    @property
+    def complete(self) -> bool:
+        """Known to hold every byte its structure announces."""
+        return self.declared is not None and self.declared <= self.size and self.has_index
+
+    def describe(self) -> str:
+        """Why the file is incomplete, for a reason; '' when it is not known to be."""
+        parts = []
+        if self.truncated:
+            inside = f", ending inside its '{self.cut}' box" if self.cut else ""
+            parts.append(
+                f"the file has {self.size} of the {self.declared} bytes its {self.kind} structure announces{inside}"
+            )
+        if not self.has_index:
+            parts.append("it has no 'moov' box, the index of the frames that MP4 writers add when they finish")
+        return "; ".join(parts)
+
+
+#: Boxes that may open an MP4/MOV file (older QuickTime files have no 'ftyp').
+_MP4_FIRST_BOXES = frozenset({b"ftyp", b"styp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"})
+_EBML_MAGIC = b"\x1a\x45\xdf\xa3"
+_MATROSKA_SEGMENT = 0x18538067
+
+
+def container_layout(path: Path) -> Layout:
+    """Read the top-level structure of ``path`` (a few small reads). Never raises on bad data:
+    what cannot be parsed is reported as unknown (``kind`` None or ``declared`` None)."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(4096)
+            if head[:4] == _EBML_MAGIC:
+                return _matroska_layout(head, size)
+            if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+                riff = int.from_bytes(head[4:8], "little")
+                return Layout("AVI", size, 8 + riff + (riff & 1))
+            if head[4:8] in _MP4_FIRST_BOXES:
+                return _mp4_layout(f, size)
+    except (OSError, ValueError, IndexError):
+        pass
+    return Layout(None, 0)
+
+
+def _mp4_layout(f, size: int) -> Layout:
+    """Walk the top-level boxes; stop (structure unknown) at anything that is not a box."""
+    pos = 0
+    boxes: set[bytes] = set()
+    while pos + 8 <= size:
+        f.seek(pos)
+        head = f.read(16)
+        box_size, kind = int.from_bytes(head[:4], "big"), head[4:8]
+        if not all(0x20 <= c < 0x7F for c in kind):
+            return Layout("MP4", size)  # trailing junk, or not boxes at all: no verdict
+        boxes.add(kind)
+        header = 8
+        if box_size == 0:  # the last box, to the end of the file
+            break
+        if box_size == 1:  # a 64-bit size follows the type
+            if len(head) < 16:
+                return Layout("MP4", size, pos + 16, cut=kind.decode("ascii"), has_index=b"moov" in boxes)
+            box_size, header = int.from_bytes(head[8:16], "big"), 16
+        if box_size < header:
+            return Layout("MP4", size)
+        if pos + box_size > size:
+            return Layout("MP4", size, pos + box_size, cut=kind.decode("ascii"), has_index=b"moov" in boxes)
+        pos += box_size
+    return Layout("MP4", size, size, has_index=b"moov" in boxes or b"moof" in boxes)
+
+
+def _matroska_layout(head: bytes, size: int) -> Layout:
+    """The EBML header, then the Segment: its size says where the file ends."""
+    pos = 4
+    header_size, pos, _ = _ebml_vint(head, pos)
+    pos += header_size
+    element, pos, _ = _ebml_vint(head, pos, keep_marker=True)
+    if element != _MATROSKA_SEGMENT:
+        return Layout("Matroska", size)
+    segment_size, pos, unknown = _ebml_vint(head, pos)
+    if unknown:  # streamed: the writer did not know the size
+        return Layout("Matroska", size)
+    return Layout("Matroska", size, pos + segment_size)
+
+
+def _ebml_vint(data: bytes, pos: int, keep_marker: bool = False) -> tuple[int, int, bool]:
+    """(value, position after it, all value bits set: "unknown size") of an EBML varint."""
+    first = data[pos]
+    if first == 0:
+        raise ValueError("not an EBML varint")
+    length = 9 - first.bit_length()
+    value = first if keep_marker else first & (0xFF >> length)
+    for byte in data[pos + 1 : pos + length]:
+        value = (value << 8) | byte
+    if pos + length > len(data):
+        raise ValueError("EBML varint past the data")
+    unknown = not keep_marker and value == (1 << (7 * length)) - 1
+    return value, pos + length, unknown
