@@ -155,6 +155,7 @@ def probe(path: Path) -> VideoInfo:
         other_streams_count = not container.format.flags & TS_DISCONT
         is_mov = "mov" in container.format.name.split(",")
         reordered = False
+        untimed: list[int] = []  # durations of packets without any timestamp
         first_frame = None
         fed = 0
         corrupt = 0
@@ -170,9 +171,11 @@ def probe(path: Path) -> VideoInfo:
                 if first_frame is None and fed < FIRST_FRAME_PACKETS:
                     fed += 1
                     first_frame = _first(ctx, packet)
-                # A packet an edit list discards is decoded but yields no frame; one without a
-                # timestamp is dropped by ffmpeg too.
-                if ts is None or packet.is_discard:
+                # A packet an edit list discards is decoded but yields no frame.
+                if packet.is_discard:
+                    continue
+                if ts is None:
+                    untimed.append(packet.duration or 0)
                     continue
                 _note_start(starts, packet, ts)
                 reordered = reordered or (packet.dts is not None and packet.dts != ts)
@@ -185,6 +188,8 @@ def probe(path: Path) -> VideoInfo:
                 f"{path}: {_damage(layout)}: reading stops after {len(stamps)} frames ({at:.2f} s): "
                 f"{exc.strerror or exc}{_why(layout)}"
             ) from None
+        if not stamps and untimed:
+            stamps, durations = _count_timestamps(untimed, time_base, average_rate)
         if not stamps:
             if layout.describe():
                 raise TruncatedVideo(f"{path}: truncated: no frame is left; {layout.describe()}")
@@ -303,6 +308,14 @@ def _last_frame_duration(durations: list[int], mov_reordered: bool) -> int:
     decoder's rate (``end_pts``). Both were seen against its output.
     """
     return 0 if mov_reordered else durations[-1]
+
+
+def _count_timestamps(durations: list[int], time_base: Fraction, rate: Fraction | None):
+    """Timestamps for a stream that has none (raw H.264/HEVC elementary streams): frame i at i
+    frame durations, as libavformat stamps them for ffmpeg (the packet duration, else one frame
+    at the stream's rate)."""
+    step = durations[0] or (round(1 / (rate * time_base)) if rate else 1)
+    return [i * step for i in range(len(durations))], [step] * len(durations)
 
 
 def _note_start(starts: dict, packet, ts: int) -> None:

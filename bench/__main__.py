@@ -49,9 +49,7 @@ def summarise(frames: int, seconds: list[float]) -> dict:
     }
 
 
-def bench_clip(
-    path: Path, decoder_name: str, fps_mode: str, repeats: int, batch_size: int, workdir: Path
-) -> dict:
+def bench_clip(path: Path, decoder_name: str, fps_mode: str, repeats: int, batch_size: int, workdir: Path) -> dict:
     decoder = decoders.get_decoder(decoder_name)
     info = probe(path)
     slots, _ = select_frames(info, fps_mode)

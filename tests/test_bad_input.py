@@ -463,13 +463,44 @@ def test_unreadable_file(shared_dir):
     out_dir.chmod(0o777)
     out = out_dir / "traces.arrow"
     command = [sys.executable, "-m", "affbatch", "score", str(folder), "--out", str(out)]
-    if os.geteuid() == 0:  # root reads any file: run as nobody
-        if SETPRIV is None:
-            pytest.skip("running as root and setpriv (util-linux) is missing: cannot test an unreadable file")
-        command = [SETPRIV, "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    if os.geteuid() == 0:  # root reads any file: run as nobody, where nobody can run affbatch
+        nobody = [SETPRIV, "--reuid=65534", "--regid=65534", "--clear-groups"] if SETPRIV else None
+        if (
+            nobody is None
+            or subprocess.run(
+                [*nobody, sys.executable, "-c", "import affbatch"], cwd=shared_dir, capture_output=True
+            ).returncode
+            != 0
+        ):
+            return _unreadable_in_process(folder, out, bad)
+        command = [*nobody, *command]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=shared_dir)
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr + done.stdout
+    _check_unreadable_outcome(out)
+
+
+def _unreadable_in_process(folder: Path, out: Path, bad: Path) -> None:
+    """Where 'nobody' cannot reach this checkout (a private clone folder), refuse reading the
+    file the way the kernel would, in-process, and check the same outcome."""
+    import builtins
+
+    real_open = builtins.open
+
+    def guarded_open(file, *args, **kwargs):
+        if os.fspath(file) == os.fspath(bad):
+            raise PermissionError(13, "Permission denied", os.fspath(file))
+        return real_open(file, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(builtins, "open", guarded_open)
+        result = runner.invoke(app, ["score", str(folder), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    _check_unreadable_outcome(out)
+
+
+def _check_unreadable_outcome(out: Path) -> None:
     rows = manifest(out)
     assert rows["b.mp4"]["status"] == "failed"
     assert "permission" in rows["b.mp4"]["error"]
@@ -531,7 +562,7 @@ def test_next_file_vanishing_is_read_whole_or_not_found(tmp_path):
 CORRUPT_REASON = re.compile(
     r"corrupt data: its \d+ readable frames stop at [\d.]+ s of the [\d.]+ s its header announces, "
     r"about \d+ frames missing \(the file is complete: its data is damaged\)"
-    r"|\d+ of \d+ frames could not be decoded \(first: frame \d+\).*"
+    r"|\d+ of its \d+ readable frames could not be decoded \(first: frame \d+\).*"
 )
 
 
@@ -596,7 +627,7 @@ def test_corrupt_frame_data_in_h264_mkv(tmp_path):
     row = manifest(out)["corrupt.mkv"]
     assert row["status"] == "failed"
     assert CORRUPT_REASON.fullmatch(row["error"]), row["error"]
-    assert re.match(r"\d+ of 60 frames could not be decoded", row["error"]), row["error"]
+    assert re.match(r"\d+ of its 60 readable frames could not be decoded", row["error"]), row["error"]
     assert_complete(out, "ok.mp4")
 
 

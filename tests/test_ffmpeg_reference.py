@@ -152,3 +152,20 @@ def test_native_rate_keeps_every_frame(ffmpeg, tmp_path):
     assert slots.tolist() == list(range(30))
     assert ffmpeg_codes(ffmpeg, path, W, H, fps30=False) == list(range(30))
     assert times[0] == 0.0 and np.all(np.diff(times) > 0)
+
+
+@pytest.mark.parametrize("bframes", ["0", "3"])
+@pytest.mark.parametrize("codec", ["libx264", "libx265"])
+def test_raw_elementary_stream_without_timestamps(ffmpeg, tmp_path, codec, bframes):
+    """Raw .h264/.hevc files carry no timestamps: frames are numbered at the stream's rate."""
+    import subprocess
+
+    # Encoded with a 1/25 s time base, so the bitstream's own timing says 25 fps, as a camera's does.
+    mkv = write_coded_clip(tmp_path / "c.mkv", list(range(50)), F(1, 25), codec=codec, options={"bf": bframes})
+    raw = tmp_path / ("raw.h264" if codec == "libx264" else "raw.hevc")
+    bsf = "h264_mp4toannexb" if codec == "libx264" else "hevc_mp4toannexb"
+    subprocess.run([ffmpeg, "-v", "error", "-i", str(mkv), "-c", "copy", "-bsf:v", bsf, str(raw)], check=True)
+    info = probe(raw)
+    assert info.frames == 50
+    expected = check_against_ffmpeg(ffmpeg, raw)
+    assert len(expected) == 60

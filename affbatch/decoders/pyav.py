@@ -71,7 +71,7 @@ class PyAVDecoder(Decoder):
             missing = np.flatnonzero(is_wanted)
             why = f": {errors[0]}" if errors else ""
             raise DecodeFailure(
-                f"{info.path}: {len(missing)} of {info.frames} frames could not be decoded "
+                f"{info.path}: {len(missing)} of its {info.frames} readable frames could not be decoded "
                 f"(first: frame {missing[0]}){why}"
             )
 
