@@ -190,8 +190,9 @@ def _size(path: Path) -> int:
 # -- the pipeline ------------------------------------------------------------------------------
 
 # Events from the decoding thread, in order: for each video, ("start", video, (info, slots,
-# times, fingerprint)), then ("batch", video, FrameBatch) any number of times, then ("end",
-# video, None); or ("error", video, (VideoError, fingerprint or None)) at any point after start.
+# times, wanted count, fingerprint, t0)), then ("batch", video, FrameBatch) any number of times,
+# then ("end", video, None); or ("error", video, (VideoError, fingerprint or None, t0)) at any
+# point. t0: when the thread began the video (perf_counter), so probing counts in "seconds".
 
 
 def _produce(
@@ -199,27 +200,33 @@ def _produce(
 ) -> Iterator[tuple[str, InputVideo, object]]:
     for video in videos:
         print_: Fingerprint | None = None
+        t0 = time.perf_counter()
         try:
             info = probe(video.path)
             print_ = fingerprint(video.path)
             slots, times = select_frames(info, options.fps)
             wanted = np.unique(slots)
-            yield "start", video, (info, slots, times, len(wanted), print_)
+            yield "start", video, (info, slots, times, len(wanted), print_, t0)
             for batch in decoder.frames(info, wanted, options.batch_size):
                 yield "batch", video, batch
             yield "end", video, None
-        except VideoError as exc:
-            yield "error", video, (exc, print_)
-        except FileNotFoundError:  # the file vanished between steps
-            yield "error", video, (VideoError(f"{video.path}: file not found"), print_)
-        except PermissionError:
-            yield "error", video, (VideoError(f"{video.path}: permission denied"), print_)
-        except OSError as exc:  # the file broke between steps
-            yield "error", video, (VideoError(f"{video.path}: cannot read: {exc.strerror or exc}"), print_)
-        except Exception as exc:  # a decoder bug on a strange file must not end the run
-            log.debug("unexpected error on %s", video.path, exc_info=True)
-            reason = f"{video.path}: unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)"
-            yield "error", video, (VideoError(reason), print_)
+        except Exception as exc:  # one video's failure, whatever it is, must not end the run
+            yield "error", video, (_as_video_error(video, exc), print_, t0)
+
+
+def _as_video_error(video: InputVideo, exc: Exception) -> VideoError:
+    """The one-line reason recorded for a video that could not be scored."""
+    if isinstance(exc, VideoError):
+        return exc
+    if isinstance(exc, FileNotFoundError):  # the file vanished between steps
+        return VideoError(f"{video.path}: file not found")
+    if isinstance(exc, PermissionError):
+        return VideoError(f"{video.path}: permission denied")
+    if isinstance(exc, OSError):  # the file broke between steps
+        return VideoError(f"{video.path}: cannot read: {exc.strerror or exc}")
+    # A decoder bug on a strange file: say so, and keep the traceback for --debug.
+    log.debug("unexpected error on %s", video.path, exc_info=exc)
+    return VideoError(f"{video.path}: unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)")
 
 
 @dataclass
@@ -241,8 +248,8 @@ def _run(videos, decoder, analyzer: Analyzer, options: ScoreOptions, progress: P
     current: _InFlight | None = None
     for kind, video, payload in prefetch(_produce(videos, decoder, options), depth=2):
         if kind == "start":
-            info, slots, times, wanted, print_ = payload
-            current = _InFlight(video, info, slots, times, wanted, print_, time.perf_counter())
+            info, slots, times, wanted, print_, t0 = payload
+            current = _InFlight(video, info, slots, times, wanted, print_, t0)
             progress.video_started(video.name, sizes.get(video.name, 0))
             analyzer.start(info)
         elif kind == "batch":
@@ -273,11 +280,8 @@ def _run(videos, decoder, analyzer: Analyzer, options: ScoreOptions, progress: P
             yield video, (row, table, current.print_)
             current = None
         else:  # "error"
-            exc, print_ = payload
-            if current is not None and current.video is video:
-                t0 = current.t0
-            else:
-                t0 = time.perf_counter()
+            exc, print_, t0 = payload
+            if current is None or current.video is not video:
                 progress.video_started(video.name, sizes.get(video.name, 0))
             yield video, _failed(video, exc, print_, t0)
             current = None
