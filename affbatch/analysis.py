@@ -25,13 +25,14 @@ class ModelIdentity:
     detector_sha256: str | None
     runtime: str
     device: str
+    description: str = ""  # one line for the user: which model made the traces
 
 
 class Analyzer(Protocol):
     identity: ModelIdentity
 
-    def start(self, info: VideoInfo) -> None:
-        """A new video begins."""
+    def start(self, info: VideoInfo, slots: np.ndarray) -> None:
+        """A new video begins; ``slots[k]`` is the source frame shown in output frame k."""
 
     def add(self, batch: FrameBatch) -> None:
         """Frames of the current video, in order."""
@@ -51,10 +52,16 @@ class NoFaces:
     """
 
     identity = ModelIdentity(
-        model="none", model_sha256=None, detector="none", detector_sha256=None, runtime="none", device="none"
+        model="none",
+        model_sha256=None,
+        detector="none",
+        detector_sha256=None,
+        runtime="none",
+        device="none",
+        description="no detector and no affect model (--model none): face and valence/arousal columns are null",
     )
 
-    def start(self, info: VideoInfo) -> None:
+    def start(self, info: VideoInfo, slots: np.ndarray) -> None:
         pass
 
     def add(self, batch: FrameBatch) -> None:

@@ -61,11 +61,15 @@ def score_command(
         str, typer.Option(help="Output frame rate: 30 (the paper's, as ffmpeg -vf fps=30) or native.")
     ] = "30",
     model: Annotated[
-        str, typer.Option(help="Affect model: a name or a checkpoint folder; auto picks the default.")
+        str,
+        typer.Option(help="auto/prior (embedded expression prior), a checkpoint folder (vggface-gru-attn), or none."),
     ] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     runtime: Annotated[str, typer.Option(help="auto, onnxruntime, torch or tensorrt.")] = "auto",
     decoder: Annotated[str, typer.Option(help="auto, pyav or dali.")] = "auto",
+    detector: Annotated[
+        str, typer.Option(help="auto (packaged RetinaFace MobileNet-0.25) or a RetinaFace ResNet-50 checkpoint file.")
+    ] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Frames per batch.")] = 64,
     resume: Annotated[
         bool,
@@ -85,6 +89,7 @@ def score_command(
             device=device,
             runtime=runtime,
             decoder=decoder,
+            detector=detector,
             batch_size=batch_size,
             resume=resume,
         )
@@ -94,6 +99,11 @@ def score_command(
         raise typer.Exit(130) from None
     except AffbatchError as exc:
         raise _fail(exc) from None
+    except Exception as exc:  # a bug: one line here, the traceback with --debug
+        if State.debug:
+            raise
+        typer.echo(f"affbatch: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
     failed = summary.failed
     ok = len(summary.rows) - len(failed)
     msg = (
@@ -102,8 +112,6 @@ def score_command(
         + f": {summary.out} and {summary.manifest}"
     )
     typer.echo(msg, err=True)
-    if summary.metadata.get("model") == "none":
-        typer.echo("note: no face or affect model in this version: face and valence/arousal columns are null", err=True)
     for row in failed:
         typer.echo(f"failed: {row.video}: {row.error}", err=True)
     if as_json:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import affbatch
-from affbatch.analysis import Analyzer, NoFaces
+from affbatch.analysis import Analyzer
 from affbatch.decoders import get_decoder
 from affbatch.decoders.base import Decoder, FrameBatch
 from affbatch.devices import check_device, check_runtime
@@ -51,6 +51,7 @@ class ScoreOptions:
     device: str = "auto"
     runtime: str = "auto"
     decoder: str = "auto"
+    detector: str = "auto"
     batch_size: int = 64
     resume: bool = False
 
@@ -113,13 +114,10 @@ def select_frames(info: VideoInfo, fps: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def resolve_analyzer(options: ScoreOptions) -> Analyzer:
-    """The face and affect models for ``--model``/``--runtime``/``--device``."""
-    if options.model not in ("auto", "none"):
-        raise UsageError(
-            f"--model {options.model!r}: no face or affect model is available in affbatch "
-            f"{affbatch.__version__}; use --model auto (frames only, face columns null)"
-        )
-    return NoFaces()
+    """The face and affect models for ``--model``/``--detector``/``--runtime``/``--device``."""
+    from affbatch.zoo import resolve_analyzer as resolve
+
+    return resolve(options.model, options.detector, options.runtime, options.device)
 
 
 def score(paths: list[str | os.PathLike], options: ScoreOptions, progress: Progress | None = None) -> ScoreSummary:
@@ -132,6 +130,7 @@ def score(paths: list[str | os.PathLike], options: ScoreOptions, progress: Progr
     decoder = get_decoder(options.decoder)
     analyzer = resolve_analyzer(options)
     ident = analyzer.identity
+    progress.note(f"model: {ident.description}")
     settings = {
         "fps": options.fps,
         "model": ident.model,
@@ -251,7 +250,7 @@ def _run(videos, decoder, analyzer: Analyzer, options: ScoreOptions, progress: P
             info, slots, times, wanted, print_, t0 = payload
             current = _InFlight(video, info, slots, times, wanted, print_, t0)
             progress.video_started(video.name, sizes.get(video.name, 0))
-            analyzer.start(info)
+            analyzer.start(info, slots)
         elif kind == "batch":
             batch: FrameBatch = payload
             analyzer.add(batch)

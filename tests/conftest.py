@@ -36,3 +36,15 @@ def make_clip(tmp_path: Path):
         return write_coded_clip(tmp_path / name, pts, time_base, rate=Fraction(fps), **options)
 
     return make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_model_cache(tmp_path_factory):
+    """Exported ONNX graphs go to a folder of this test session, not the user's cache."""
+    previous = os.environ.get("AFFBATCH_CACHE_DIR")
+    os.environ["AFFBATCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("model-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("AFFBATCH_CACHE_DIR", None)
+    else:
+        os.environ["AFFBATCH_CACHE_DIR"] = previous

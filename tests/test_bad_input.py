@@ -182,7 +182,7 @@ def assert_complete(out: Path, name: str, frames: int = GOOD_FRAMES) -> None:
 
 
 def score_cli(*args: str):
-    return runner.invoke(app, ["score", *args])
+    return runner.invoke(app, ["score", "--model", "none", *args])
 
 
 # -- each bad input in a run with good videos ----------------------------------------------------
@@ -308,7 +308,7 @@ def test_debug_keeps_going_on_bad_input(tmp_path):
     clip(folder / "a.mp4")
     (folder / "b.mp4").write_bytes(b"")
     out = tmp_path / "traces.arrow"
-    result = runner.invoke(app, ["--debug", "score", str(folder), "--out", str(out)])
+    result = runner.invoke(app, ["--debug", "score", "--model", "none", str(folder), "--out", str(out)])
     assert result.exit_code == 1, result.output
     assert manifest(out)["b.mp4"]["error"] == "empty file (0 bytes)"
     assert_complete(out, "a.mp4")
@@ -339,7 +339,7 @@ def test_a_cut_file_is_never_ok_with_frames_missing(tmp_path, source):
     for f in fractions:
         cut(whole, folder / f"cut{f}{whole.suffix}", f)
     out = tmp_path / "traces.arrow"
-    summary = score([folder], ScoreOptions(out=out))
+    summary = score([folder], ScoreOptions(model="none", out=out))
     for row in summary.rows:
         if row.status == "ok":
             assert row.frames == 60, row
@@ -419,7 +419,7 @@ def test_no_false_truncation_on_valid_files(tmp_path):
         assert not container_layout(folder / name).truncated or name.startswith("trailing"), name
 
     out = tmp_path / "traces.arrow"
-    summary = score([folder], ScoreOptions(out=out, fps="native"))
+    summary = score([folder], ScoreOptions(model="none", out=out, fps="native"))
     rows = {r.video: r for r in summary.rows}
     assert {name: r.status for name, r in rows.items()} == dict.fromkeys(expected, "ok")
     traces = read(out)
@@ -462,7 +462,7 @@ def test_unreadable_file(shared_dir):
     out_dir.mkdir()
     out_dir.chmod(0o777)
     out = out_dir / "traces.arrow"
-    command = [sys.executable, "-m", "affbatch", "score", str(folder), "--out", str(out)]
+    command = [sys.executable, "-m", "affbatch", "score", "--model", "none", str(folder), "--out", str(out)]
     if os.geteuid() == 0:  # root reads any file: run as nobody, where nobody can run affbatch
         nobody = [SETPRIV, "--reuid=65534", "--regid=65534", "--clear-groups"] if SETPRIV else None
         if (
@@ -494,7 +494,7 @@ def _unreadable_in_process(folder: Path, out: Path, bad: Path) -> None:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(builtins, "open", guarded_open)
-        result = runner.invoke(app, ["score", str(folder), "--out", str(out)])
+        result = runner.invoke(app, ["score", "--model", "none", str(folder), "--out", str(out)])
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
     _check_unreadable_outcome(out)
@@ -532,7 +532,7 @@ def test_file_vanishing_mid_run(tmp_path):
     paths = [clip(folder / f"v{i}.mp4") for i in range(5)]
     out = tmp_path / "traces.arrow"
     progress = _Deleter("v0.mp4", paths[2])
-    summary = score([folder], ScoreOptions(out=out, batch_size=8), progress)
+    summary = score([folder], ScoreOptions(model="none", out=out, batch_size=8), progress)
     rows = {r.video: r for r in summary.rows}
     assert rows["v2.mp4"].status == "failed"
     assert "file not found" in rows["v2.mp4"].error
@@ -548,7 +548,7 @@ def test_next_file_vanishing_is_read_whole_or_not_found(tmp_path):
     folder.mkdir()
     paths = [clip(folder / f"v{i}.mp4") for i in range(3)]
     out = tmp_path / "traces.arrow"
-    summary = score([folder], ScoreOptions(out=out, batch_size=8), _Deleter("v0.mp4", paths[1]))
+    summary = score([folder], ScoreOptions(model="none", out=out, batch_size=8), _Deleter("v0.mp4", paths[1]))
     row = {r.video: r for r in summary.rows}["v1.mp4"]
     if row.status == "ok":
         assert_complete(out, "v1.mp4")

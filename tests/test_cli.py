@@ -55,24 +55,26 @@ def clip(tmp_path):
     [
         (["--fps", "25"], "--fps '25': choose 30 or native"),
         (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
-        (["--model", "resnet-lstm"], "--model 'resnet-lstm'"),
+        (["--model", "resnet-lstm"], "--model resnet-lstm: neither a model name"),
         (["--decoder", "gstreamer"], "unknown decoder 'gstreamer'"),
         (["--device", "tpu"], "--device 'tpu'"),
         (["--runtime", "openvino"], "--runtime 'openvino'"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(clip, tmp_path, args, message):
-    result = runner.invoke(app, ["score", str(clip), "--out", str(tmp_path / "o.arrow"), *args])
+    result = runner.invoke(app, ["score", "--model", "none", str(clip), "--out", str(tmp_path / "o.arrow"), *args])
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output
 
 
 def test_missing_out_and_empty_folder_are_usage_errors(tmp_path):
-    assert runner.invoke(app, ["score", str(tmp_path)]).exit_code == 2
-    result = runner.invoke(app, ["score", str(tmp_path), "--out", str(tmp_path / "o.arrow")])
+    assert runner.invoke(app, ["score", "--model", "none", str(tmp_path)]).exit_code == 2
+    result = runner.invoke(app, ["score", "--model", "none", str(tmp_path), "--out", str(tmp_path / "o.arrow")])
     assert result.exit_code == 2 and "no video files found" in result.output
-    result = runner.invoke(app, ["score", str(tmp_path), "--out", str(tmp_path / "nowhere" / "o.arrow")])
+    result = runner.invoke(
+        app, ["score", "--model", "none", str(tmp_path), "--out", str(tmp_path / "nowhere" / "o.arrow")]
+    )
     assert result.exit_code == 2
 
 
@@ -88,7 +90,7 @@ def test_info_json():
 
 def test_piped_progress_is_one_line_per_video(clip, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "affbatch", "score", str(clip), "--out", str(tmp_path / "o.arrow")],
+        [sys.executable, "-m", "affbatch", "score", "--model", "none", str(clip), "--out", str(tmp_path / "o.arrow")],
         capture_output=True,
         text=True,
     )
@@ -106,7 +108,7 @@ def test_terminal_progress_shows_a_bar_with_rate_and_eta(clip, tmp_path):
     leader, follower = pty.openpty()
     env = {**os.environ, "COLUMNS": "120", "TERM": "xterm"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "affbatch", "score", str(videos), "--out", str(tmp_path / "o.arrow")],
+        [sys.executable, "-m", "affbatch", "score", "--model", "none", str(videos), "--out", str(tmp_path / "o.arrow")],
         stdin=follower,
         stdout=follower,
         stderr=follower,

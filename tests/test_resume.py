@@ -46,7 +46,7 @@ def manifest_path(out: Path) -> Path:
 
 def run(*args: str) -> tuple[int, dict, str]:
     """``affbatch score ARGS --json``: (exit status, JSON summary, all output)."""
-    result = runner.invoke(app, ["score", *args, "--json"])
+    result = runner.invoke(app, ["score", "--model", "none", *args, "--json"])
     assert "Traceback" not in result.output
     summary = json.loads(result.stdout[result.stdout.index("{") :]) if "{" in result.stdout else {}
     return result.exit_code, summary, result.output
@@ -225,7 +225,7 @@ def test_out_is_written_atomically(videos, tmp_path, monkeypatch):
 
     monkeypatch.setattr(affbatch.runstore, "_batches", broken)
     with pytest.raises(OSError, match="No space left"):
-        score([videos], ScoreOptions(out=out, resume=True))
+        score([videos], ScoreOptions(model="none", out=out, resume=True))
     assert (out.read_bytes(), manifest_path(out).read_bytes()) == before
     _no_temporaries(tmp_path)
 
@@ -269,7 +269,7 @@ def test_sigkill_then_resume(tmp_path):
     parts = tmp_path / "traces.arrow.parts"
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "affbatch", "score", str(folder), "--out", str(out)],
+        [sys.executable, "-m", "affbatch", "score", "--model", "none", str(folder), "--out", str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -314,7 +314,7 @@ def test_a_second_run_on_the_same_out_is_refused(videos, tmp_path):
 
     def first_run() -> None:
         try:
-            results.append(score([videos], ScoreOptions(out=out), progress))
+            results.append(score([videos], ScoreOptions(model="none", out=out), progress))
         except BaseException as exc:  # handed to the test
             results.append(exc)
 
@@ -323,7 +323,7 @@ def test_a_second_run_on_the_same_out_is_refused(videos, tmp_path):
     try:
         assert progress.paused.wait(60)
         for extra in ([], ["--resume"]):
-            result = runner.invoke(app, ["score", str(videos), "--out", str(out), *extra])
+            result = runner.invoke(app, ["score", "--model", "none", str(videos), "--out", str(out), *extra])
             assert result.exit_code == 2, result.output
             assert "another affbatch run is writing it" in result.output
             assert "Traceback" not in result.output

@@ -38,7 +38,7 @@ def folder(tmp_path):
 
 def test_traces_and_manifest_follow_the_contract(folder, tmp_path, ffmpeg):
     out = tmp_path / "traces.arrow"
-    result = runner.invoke(app, ["score", str(folder), "--out", str(out), "--json"])
+    result = runner.invoke(app, ["score", "--model", "none", str(folder), "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["videos"] == 2 and summary["ok"] == 2 and summary["failed"] == []
@@ -74,7 +74,7 @@ def test_traces_and_manifest_follow_the_contract(folder, tmp_path, ffmpeg):
 
 def test_native_rate_keeps_source_frames(folder, tmp_path):
     out = tmp_path / "native.arrow"
-    result = runner.invoke(app, ["score", str(folder / "sub"), "--out", str(out), "--fps", "native"])
+    result = runner.invoke(app, ["score", "--model", "none", str(folder / "sub"), "--out", str(out), "--fps", "native"])
     assert result.exit_code == 0, result.output
     traces = read(out)
     assert traces["source_frame"].to_pylist() == list(range(30))
@@ -87,7 +87,12 @@ def test_batch_size_does_not_change_the_result(folder, tmp_path):
     outs = []
     for batch in ("1", "5", "64"):
         out = tmp_path / f"t{batch}.arrow"
-        assert runner.invoke(app, ["score", str(folder), "--out", str(out), "--batch-size", batch]).exit_code == 0
+        assert (
+            runner.invoke(
+                app, ["score", "--model", "none", str(folder), "--out", str(out), "--batch-size", batch]
+            ).exit_code
+            == 0
+        )
         outs.append(read(out).remove_column(0).to_pylist())
     assert outs[0] == outs[1] == outs[2]
 
@@ -95,7 +100,7 @@ def test_batch_size_does_not_change_the_result(folder, tmp_path):
 def test_polars_reads_the_traces(folder, tmp_path):
     polars = pytest.importorskip("polars")
     out = tmp_path / "traces.arrow"
-    assert runner.invoke(app, ["score", str(folder), "--out", str(out)]).exit_code == 0
+    assert runner.invoke(app, ["score", "--model", "none", str(folder), "--out", str(out)]).exit_code == 0
     frame = polars.read_ipc(out)
     counts = dict(frame.group_by("video").len().iter_rows())
     manifest = polars.read_ipc(tmp_path / "traces.videos.arrow")
