@@ -116,8 +116,12 @@ class FaceAffectAnalyzer:
         va_all = np.concatenate(va_rows).astype(np.float32)
         out_row = np.asarray(out_row, np.int64)
 
+        # Ids in order of appearance; faces appearing in the same frame, from left to right.
         kept = self.tracker.kept_ids()
-        renumber = {t: i for i, t in enumerate(sorted(kept, key=lambda t: int(source[raw_track == t].min())))}
+        first_row = {t: int(np.flatnonzero(raw_track == t)[0]) for t in kept}
+        renumber = {
+            t: i for i, t in enumerate(sorted(kept, key=lambda t: (source[first_row[t]], boxes[first_row[t], 0], t)))
+        }
         keep = np.isin(raw_track[out_row], list(kept))
         if not keep.any():
             return None

@@ -27,6 +27,8 @@ def resolve_analyzer(model: str, detector: str = "auto", runtime: str = "auto", 
     from engines import EngineError
     from engines.build import resolve_device, resolve_runtime
 
+    if runtime == "tensorrt":
+        raise UsageError("--runtime tensorrt: not in this version (it arrives with TensorRT engines); use auto")
     try:
         device = resolve_device(device)
         runtime = resolve_runtime(runtime, device)

@@ -1,9 +1,9 @@
-"""python -m bench: decode throughput of each decoder backend, side by side, on this machine.
+"""python -m bench: throughput figures of this machine, side by side.
 
-For each resolution (360p, 720p) and source rate (30 and 60 fps), and for --fps 30 and
-native, it times (after one warm-up run) the probe (demuxing every timestamp), the decoder
-delivering the selected RGB frames, and ``affbatch score`` end to end; it prints the median and
-the spread (min-max) of the repeats and writes JSON and Markdown to --out.
+``decode``: each decoder backend at 360p and 720p, 30 and 60 fps sources, --fps 30 and native.
+``faces``: ``affbatch score`` with the expression prior and with vggface-gru-attn on a one-face
+640x360 clip, next to the VGG-16 ceiling. Medians and spreads of repeated runs after a warm-up;
+JSON and Markdown go to --out.
 """
 
 from __future__ import annotations
@@ -12,127 +12,46 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
+from bench import decode, faces
 
-from affbatch import decoders
-from affbatch.probe import probe
-from affbatch.score import ScoreOptions, score, select_frames
-from bench.media import write_scene_clip
-
-RESOLUTIONS = {"360p": (640, 360), "720p": (1280, 720)}
-
-
-def timed(fn, repeats: int) -> list[float]:
-    fn()  # warm-up: page cache, codec initialisation
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
-def summarise(frames: int, seconds: list[float]) -> dict:
-    rates = sorted(frames / s for s in seconds)
-    return {
-        "frames": frames,
-        "fps_median": statistics.median(rates),
-        "fps_min": rates[0],
-        "fps_max": rates[-1],
-        "runs": len(rates),
-    }
-
-
-def bench_clip(path: Path, decoder_name: str, fps_mode: str, repeats: int, batch_size: int, workdir: Path) -> dict:
-    decoder = decoders.get_decoder(decoder_name)
-    info = probe(path)
-    slots, _ = select_frames(info, fps_mode)
-    wanted = np.unique(slots)
-
-    def decode():
-        for _ in decoder.frames(info, wanted, batch_size):
-            pass
-
-    def end_to_end():
-        score(
-            [path], ScoreOptions(out=workdir / "bench.arrow", fps=fps_mode, decoder=decoder_name, batch_size=batch_size)
-        )
-
-    return {
-        "source_frames": info.frames,
-        "output_frames": len(slots),
-        "converted_frames": len(wanted),
-        "probe": summarise(info.frames, timed(lambda: probe(path), repeats)),
-        "decode": summarise(len(slots), timed(decode, repeats)),
-        "score": summarise(len(slots), timed(end_to_end, repeats)),
-    }
+SUITES = ("decode", "faces")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "suites", nargs="*", metavar="SUITE", help=f"what to measure: {', '.join(SUITES)} (default: all)"
+    )
     parser.add_argument("--quick", action="store_true", help="short clips and 3 repeats")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each generated clip")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
+    if unknown := set(args.suites) - set(SUITES):
+        parser.error(f"unknown suite {', '.join(sorted(unknown))}: choose from {', '.join(SUITES)}")
     if args.quick:
         args.repeats, args.seconds = 3, 3.0
-
-    available = [name for name, why in decoders.availability().items() if why is None]
-    results = []
-    with tempfile.TemporaryDirectory(prefix="affbatch-bench-") as tmp:
-        tmp = Path(tmp)
-        for res, (w, h) in RESOLUTIONS.items():
-            for source_fps in (30, 60):
-                clip = write_scene_clip(tmp / f"{res}_{source_fps}.mp4", w, h, source_fps, args.seconds)
-                for decoder_name in available:
-                    for fps_mode in ("30", "native"):
-                        r = bench_clip(clip, decoder_name, fps_mode, args.repeats, args.batch_size, tmp)
-                        r.update(resolution=res, source_fps=source_fps, decoder=decoder_name, fps_mode=fps_mode)
-                        results.append(r)
-                        print(row(r), flush=True)
-
     machine = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "decode.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
-    table = markdown(results, machine, args.repeats)
-    (args.out / "decode.md").write_text(table)
-    print()
-    print(table)
+    with tempfile.TemporaryDirectory(prefix="affbatch-bench-") as tmp:
+        tmp = Path(tmp)
+        for suite in args.suites or SUITES:
+            if suite == "decode":
+                results = decode.run(tmp, args.seconds, args.repeats, args.batch_size)
+                table = decode.markdown(results, machine, args.repeats)
+            else:
+                results = faces.run(tmp, args.seconds, args.repeats)
+                table = faces.markdown(results, args.repeats)
+            (args.out / f"{suite}.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
+            (args.out / f"{suite}.md").write_text(table)
+            print()
+            print(table, flush=True)
     return 0
-
-
-HEADER = "| clip | decoder | --fps | frames out | converted | probe frames/s | decode frames/s | score frames/s |"
-
-
-def fmt(s: dict) -> str:
-    return f"{s['fps_median']:.0f} ({s['fps_min']:.0f}–{s['fps_max']:.0f})"
-
-
-def row(r: dict) -> str:
-    return (
-        f"| {r['resolution']} {r['source_fps']} fps | {r['decoder']} | {r['fps_mode']} | {r['output_frames']} | "
-        f"{r['converted_frames']} | {fmt(r['probe'])} | {fmt(r['decode'])} | {fmt(r['score'])} |"
-    )
-
-
-def markdown(results: list[dict], machine: dict, repeats: int) -> str:
-    lines = [
-        f"Decode throughput on {machine['cpus']} CPUs, Python {machine['python']}: median (min–max) of "
-        f"{repeats} runs after a warm-up. Frames/s count output frames (probe: source frames).",
-        "",
-        HEADER,
-        "|---" * (HEADER.count("|") - 1) + "|",
-    ]
-    lines += [row(r) for r in results]
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -76,6 +76,8 @@ def test_group_video_tracks(tmp_path, size, gap, people_at_once):
     switches = sum(len(ids) - 1 for ids in ids_of.values())
     assert switches == 0, dict(ids_of)
     assert len({i for ids in ids_of.values() for i in ids}) == 5
+    if people_at_once == 5:  # all in view from the first frame: numbered left to right
+        assert {p: ids.pop() for p, ids in ids_of.items()} == {p: p for p in range(5)}
 
 
 def test_frames_without_a_face_keep_one_null_row(tmp_path):

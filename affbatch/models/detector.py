@@ -10,9 +10,6 @@ thresholded and de-duplicated by NMS; boxes and landmarks come back in source pi
 
 from __future__ import annotations
 
-import io
-import os
-import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -120,60 +117,31 @@ class Network(Protocol):
 
 
 # --- runtimes ---------------------------------------------------------------------------------
-# Kept small and private: engines/ will offer the general version (engine cache, TensorRT).
 
 
-class _TorchNetwork:
-    def __init__(self, model: rf.RetinaFace, device: str) -> None:
-        self.model = model.eval().to(device)
-        self.device = device
+class _EngineNetwork:
+    """The network compiled by ``engines`` (ONNX Runtime with a cached export, or torch)."""
 
-    def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        with torch.inference_mode():
-            return tuple(t.float().cpu().numpy() for t in self.model(x.to(self.device)))
+    def __init__(self, model: rf.RetinaFace, runtime: str, device: str) -> None:
+        import engines
 
-
-def export_onnx(model: rf.RetinaFace) -> bytes:
-    """The model as ONNX (opset 17), batch, height and width dynamic; input ``input``."""
-    buffer = io.BytesIO()
-    example = torch.zeros(1, 3, 64, 64)
-    with warnings.catch_warnings():
-        # The TorchScript exporter is deprecated in torch 2.9+ but is the one that needs no
-        # onnxscript and gives the plain graph TensorRT's parser takes.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
+        self.engine = engines.compile(
             model.eval().cpu(),
-            (example,),
-            buffer,
-            dynamo=False,
-            opset_version=17,
-            input_names=["input"],
-            output_names=["loc", "conf", "landmarks"],
-            dynamic_axes={
+            (torch.zeros(1, 3, 64, 64),),
+            ["input"],
+            ["loc", "conf", "landmarks"],
+            {
                 "input": {0: "batch", 2: "height", 3: "width"},
                 "loc": {0: "batch", 1: "priors"},
                 "conf": {0: "batch", 1: "priors"},
                 "landmarks": {0: "batch", 1: "priors"},
             },
+            runtime=runtime,
+            device=device,
         )
-    return buffer.getvalue()
-
-
-class _OnnxRuntimeNetwork:
-    def __init__(self, model: rf.RetinaFace) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = os.cpu_count() or 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # ORT's idle workers spin after each run and starve the torch pre-processing and the
-        # decoder thread on the same cores: 43 vs 32 frames/s end to end at 640x360 on 2 busy
-        # cores (other processes running), 56 vs 43 for the network alone.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(export_onnx(model), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        loc, conf, landmarks = self.session.run(None, {"input": x.cpu().numpy()})
+        loc, conf, landmarks = self.engine(x.cpu().numpy())
         return loc, conf, landmarks
 
 
@@ -321,10 +289,7 @@ class FaceDetector:
 
     def __post_init__(self) -> None:
         self.runtime, self.device = _resolve(self.runtime, self.device)
-        if self.runtime == "onnxruntime":
-            self.network = _OnnxRuntimeNetwork(self.model)
-        else:
-            self.network = _TorchNetwork(self.model, self.device)
+        self.network = _EngineNetwork(self.model, self.runtime, self.device)
 
     @classmethod
     def default(
