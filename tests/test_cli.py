@@ -57,6 +57,8 @@ def clip(tmp_path):
         (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
         (["--model", "resnet-lstm"], "--model resnet-lstm: neither a model name"),
         (["--decoder", "gstreamer"], "unknown decoder 'gstreamer'"),
+        (["--model", "vggface-gru-attn"], "needs trained weights"),
+        (["--runtime", "tensorrt", "--model", "auto"], "--runtime tensorrt: not in this version"),
         (["--device", "tpu"], "--device 'tpu'"),
         (["--runtime", "openvino"], "--runtime 'openvino'"),
     ],

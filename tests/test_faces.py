@@ -107,3 +107,46 @@ def test_frames_without_a_face_keep_one_null_row(tmp_path):
     assert faces["track"].null_count == 0 and set(faces["track"].to_pylist()) == {0}
     # The astronaut smiles: the prior's valence is positive.
     assert np.median(faces["valence"].to_numpy()) > 0.3
+
+
+def test_sequence_model_from_a_checkpoint_at_30_fps(tmp_path):
+    """vggface-gru-attn from a checkpoint folder (an untrained init: the path is what is tested)
+    on a 25 fps video: every output frame of the track gets its own value, and source frames
+    shown twice at 30 fps appear twice in the track's sequence."""
+    import torch
+
+    from affbatch.models.checkpoint import save_checkpoint
+    from affbatch.models.vggface_gru_attn import VGGFaceGRUAttention
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "init"
+    save_checkpoint(VGGFaceGRUAttention(), checkpoint, trained=False)
+    face = portraits(160)[0]
+    path = tmp_path / "face25.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 256, 192, "yuv420p"
+        for k in range(50):
+            image = np.full((192, 256, 3), 100, np.uint8)
+            image[16:176, 40 + k % 5 : 200 + k % 5] = face
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = k, Fraction(1, 25)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    out = tmp_path / "t.arrow"
+    summary = score([path], ScoreOptions(out=out, model=str(checkpoint)))
+    assert summary.failed == []
+    traces = read(out)
+    assert traces.schema.metadata[b"model"] == b"vggface-gru-attn:init"
+    assert traces["track"].null_count == 0 and traces["valence"].null_count == 0
+    frames = traces["frame"].to_pylist()
+    assert frames == list(range(len(frames))) and len(frames) == 60  # 50 frames at 25 fps -> 60
+    source = traces["source_frame"].to_numpy()
+    assert len(np.unique(source)) == 50
+    # A source frame shown twice gets two outputs of the sequence, generally different.
+    va = traces["valence"].to_numpy()
+    twice = [k for k in range(1, 60) if source[k] == source[k - 1]]
+    assert twice and any(va[k] != va[k - 1] for k in twice)
+    assert np.all(np.abs(va) <= 1)
