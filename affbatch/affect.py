@@ -98,6 +98,9 @@ class SequenceAffect:
         self.stride = window - warmup
         module = module.eval()
         crops = torch.zeros(2, 3, CROP_SIZE, CROP_SIZE)
+        # The feature width, before compiling: compiling for CUDA moves the module there.
+        with torch.inference_mode():
+            width = module.cnn(crops).shape[1]
         self.cnn = engines.compile(
             module.cnn,
             (crops,),
@@ -107,8 +110,6 @@ class SequenceAffect:
             runtime=runtime,
             device=device,
         )
-        with torch.inference_mode():
-            width = module.cnn(crops).shape[1]
         self.temporal = engines.compile(
             _Temporal(module.temporal),
             (torch.zeros(1, 3, width),),

@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from affbatch.cli_engines import engines_app
 from affbatch.errors import AffbatchError, UsageError
 
 app = typer.Typer(
@@ -167,6 +168,32 @@ def _render_eval(result) -> str:
     return "\n".join(lines)
 
 
+@app.command("plot")
+def plot_command(
+    traces: Annotated[Path, typer.Argument(help="Traces written by affbatch score.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Picture to write, e.g. traces.png (svg and pdf work too).")],
+    video: Annotated[
+        str | None,
+        typer.Option("--video", help="The video to draw (default: the first 4 videos that have a face)."),
+    ] = None,
+) -> None:
+    """Valence and arousal over time per face track, and the tracks on the valence-arousal plane."""
+    from affbatch.plot import plot_traces
+
+    try:
+        summary = plot_traces(traces, out, video)
+    except AffbatchError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"{summary.out}: {', '.join(summary.plotted)}", err=True)
+    if summary.left_out and video is None:
+        why = f" ({len(summary.without_faces)} without a face)" if summary.without_faces else ""
+        typer.echo(
+            f"note: {len(summary.videos)} videos in {traces}, {len(summary.left_out)} not drawn{why}; "
+            "draw one with --video NAME",
+            err=True,
+        )
+
+
 @app.command("info")
 def info_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
@@ -176,6 +203,9 @@ def info_command(
 
     info = gather()
     typer.echo(json.dumps(info, indent=2) if as_json else render(info))
+
+
+app.add_typer(engines_app, name="engines")
 
 
 def run() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import os
 import platform
 
@@ -19,22 +18,47 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _cuda() -> tuple[list[str], str | None]:
-    """(GPU names, why none) without importing torch unless it is installed."""
-    if importlib.util.find_spec("torch") is None:
-        return [], "torch not installed"
+def _gpus() -> list[str]:
+    """Each CUDA device torch sees: name, compute capability, memory."""
     import torch
 
     if not torch.cuda.is_available():
-        return [], "no CUDA device"
-    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())], None
+        return []
+    out = []
+    for i in range(torch.cuda.device_count()):
+        p = torch.cuda.get_device_properties(i)
+        out.append(f"cuda:{i} {p.name} (sm {p.major}.{p.minor}, {p.total_memory / 2**30:.0f} GiB)")
+    return out
+
+
+def _auto() -> dict:
+    """What ``--runtime auto --device auto`` picks here."""
+    try:
+        runtime, device = engines.resolve("auto", "auto")
+    except engines.EngineError as exc:  # e.g. neither ONNX Runtime nor torch usable
+        return {"runtime": None, "device": None, "why": str(exc)}
+    return {"runtime": runtime, "device": device}
+
+
+def _cache() -> dict:
+    from engines.cache import cache_root
+    from engines.catalog import KINDS, entries
+
+    found = entries()
+    return {
+        "root": str(cache_root()),
+        "entries": {kind: sum(e.kind == kind for e in found) for kind in KINDS},
+        "bytes": sum(e.bytes for e in found),
+    }
 
 
 def gather() -> dict:
     import av
+    import torch
 
-    gpus, no_gpu = _cuda()
-    runtimes = engines.availability()
+    from engines.build import cuda_unavailable
+    from engines.tensorrt_engine import version as tensorrt_version
+
     return {
         "affbatch": affbatch.__version__,
         "python": platform.python_version(),
@@ -45,13 +69,21 @@ def gather() -> dict:
             "ffmpeg (in av)": str(av.ffmpeg_version_info),
             "pyarrow": _version("pyarrow"),
             "numpy": _version("numpy"),
-            "torch": _version("torch"),
+            "torch": torch.__version__,
+            "cuda (torch)": torch.version.cuda,
+            "onnx": _version("onnx"),
             "onnxruntime": _version("onnxruntime"),
+            "tensorrt": tensorrt_version(),
+            # read from its metadata only: importing it without TensorRT's libraries raises
+            "torch-tensorrt (unused)": _version("torch-tensorrt") or _version("torch_tensorrt"),
         },
-        "devices": {"cpu": None, "cuda": None if gpus else no_gpu},
-        "gpus": gpus,
+        "devices": {"cpu": None, "cuda": cuda_unavailable()},
+        "gpus": _gpus(),
         "decoders": decoders.availability(),
-        "runtimes": runtimes,
+        # {runtime: {device kind: None if it runs there, else why not}}
+        "runtimes": engines.availability(),
+        "auto": _auto(),
+        "cache": _cache(),
     }
 
 
@@ -67,5 +99,16 @@ def render(info: dict) -> str:
     lines.append("decoders:")
     lines += [f"  {k}: {status(v)}" for k, v in info["decoders"].items()]
     lines.append("runtimes:")
-    lines += [f"  {k}: {status(v)}" for k, v in info["runtimes"].items()]
+    for name, per_device in info["runtimes"].items():
+        reasons = set(per_device.values())
+        if len(reasons) == 1 and None not in reasons:  # the same reason everywhere: say it once
+            lines.append(f"  {name}: {reasons.pop()}")
+        else:
+            lines.append(f"  {name}: " + "; ".join(f"{d}: {status(w)}" for d, w in per_device.items()))
+    auto = info["auto"]
+    picked = f"{auto['runtime']} on {auto['device']}" if auto["runtime"] else f"nothing runs ({auto['why']})"
+    lines.append(f"auto: {picked}")
+    cache = info["cache"]
+    counts = ", ".join(f"{n} {kind}" for kind, n in cache["entries"].items())
+    lines.append(f"cache: {cache['root']}: {counts} ({cache['bytes'] / 1e6:.1f} MB; affbatch engines list)")
     return "\n".join(lines)

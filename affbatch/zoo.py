@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from affbatch.analysis import Analyzer, NoFaces
-from affbatch.errors import UsageError
+from affbatch.errors import AffbatchError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -24,17 +24,23 @@ NO_MODEL = "none"
 def resolve_analyzer(model: str, detector: str = "auto", runtime: str = "auto", device: str = "auto") -> Analyzer:
     if model == NO_MODEL:
         return NoFaces()
-    from engines import EngineError
+    from engines import EngineError, RuntimeUnavailable
     from engines.build import resolve_device, resolve_runtime
 
-    if runtime == "tensorrt":
-        raise UsageError("--runtime tensorrt: not in this version (it arrives with TensorRT engines); use auto")
     try:
         device = resolve_device(device)
         runtime = resolve_runtime(runtime, device)
     except EngineError as exc:
         raise UsageError(f"--runtime/--device: {exc}") from None
+    try:
+        return _analyzer(model, detector, runtime, device)
+    except RuntimeUnavailable as exc:  # e.g. a precision or provider this machine lacks
+        raise UsageError(f"--runtime {runtime} --device {device}: {exc}") from None
+    except EngineError as exc:  # a model that does not compile: one line, exit status 1
+        raise AffbatchError(f"models on {runtime} ({device}): {exc}") from None
 
+
+def _analyzer(model: str, detector: str, runtime: str, device: str) -> Analyzer:
     from affbatch.affect import AffectIdentity, FrameAffect, SequenceAffect
     from affbatch.faces import FaceAffectAnalyzer
 
@@ -61,13 +67,19 @@ def resolve_analyzer(model: str, detector: str = "auto", runtime: str = "auto", 
 
 
 def _detector(detector: str, runtime: str, device: str):
-    from affbatch.models.detector import FaceDetector
+    from affbatch.models.detector import RUNTIMES, FaceDetector
+    from engines import EngineError
 
+    if runtime not in RUNTIMES:  # a runtime the detector's module does not take yet: torch on the same device
+        log.warning("the face detector runs on torch (%s): it does not take --runtime %s yet", device, runtime)
+        runtime = "torch"
     if detector == "auto":
         return FaceDetector.default(runtime=runtime, device=device)
     try:
         return FaceDetector.from_checkpoint(detector, runtime=runtime, device=device)
     except FileNotFoundError:
         raise UsageError(f"--detector {detector}: file not found") from None
+    except EngineError:  # a RuntimeError, but not the checkpoint's fault
+        raise
     except (ValueError, KeyError, RuntimeError) as exc:
         raise UsageError(f"--detector {detector}: not a RetinaFace checkpoint ({exc})") from None

@@ -1,38 +1,77 @@
 """engines: turn a torch module into the fastest runtime on the machine.
 
-ONNX Runtime on the CPU, torch itself elsewhere (TensorRT on NVIDIA GPUs arrives later), with an
-on-disk cache of exported ONNX graphs. It takes an ``nn.Module``, example inputs and dynamic
-axes, and imports neither ``affbatch`` nor ``training``. Importing it is cheap: torch and ONNX
-Runtime are imported when a module is compiled.
+ONNX Runtime on the CPU, TensorRT on NVIDIA GPUs (built from the same cached ONNX graph), torch
+itself anywhere, with on-disk caches of exported graphs and built engines. It takes an
+``nn.Module``, example inputs and dynamic axes, and imports neither ``affbatch`` nor
+``training``. Importing it is cheap: torch, ONNX Runtime and TensorRT are imported when a
+module is compiled.
 
     engine = engines.compile(module, (x,), ["x"], ["y"], {"x": {0: "batch"}, "y": {0: "batch"}})
-    (y,) = engine(x.numpy())
+    (y,) = engine(x.numpy())           # numpy in, numpy out
+    (y,) = engine(x.cuda())            # torch in, torch out (on the engine's device)
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engines.base import Engine, EngineError, RuntimeUnavailable
+from engines.base import PRECISIONS, Engine, EngineError, EngineOptions, RuntimeUnavailable
 
 if TYPE_CHECKING:
     import torch
 
 RUNTIMES = ("onnxruntime", "torch", "tensorrt")
+DEVICES = ("cpu", "cuda")
 
-__all__ = ["RUNTIMES", "Engine", "EngineError", "RuntimeUnavailable", "availability", "compile"]
+__all__ = [
+    "DEVICES",
+    "PRECISIONS",
+    "RUNTIMES",
+    "Engine",
+    "EngineError",
+    "EngineOptions",
+    "RuntimeUnavailable",
+    "availability",
+    "compile",
+    "resolve",
+]
 
 
-def availability() -> dict[str, str | None]:
-    """For each runtime: None when its package is importable here, else why not."""
-    return {
-        "onnxruntime": None if importlib.util.find_spec("onnxruntime") else "not installed",
-        "torch": None if importlib.util.find_spec("torch") else "not installed",
-        "tensorrt": None if importlib.util.find_spec("tensorrt") else "not installed (pip install 'affbatch[gpu]')",
-    }
+def availability() -> dict[str, dict[str, str | None]]:
+    """For each runtime and device kind: None when it can run here, else why not.
+
+    ``{"onnxruntime": {"cpu": None, "cuda": "no CUDA provider in this onnxruntime build"}, ...}``;
+    a runtime that is not installed gives the same reason for every device.
+    """
+    from engines.build import cuda_unavailable
+    from engines.onnxruntime_engine import available as onnxruntime_unavailable
+    from engines.tensorrt_engine import available as tensorrt_unavailable
+
+    no_cuda = cuda_unavailable()
+    result: dict[str, dict[str, str | None]] = {}
+    why = onnxruntime_unavailable()
+    if why is None:
+        import onnxruntime
+
+        gpu = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+        result["onnxruntime"] = {"cpu": None, "cuda": no_cuda or (None if gpu else "no CUDA provider in this build")}
+    else:
+        result["onnxruntime"] = {"cpu": why, "cuda": why}
+    result["torch"] = {"cpu": None, "cuda": no_cuda}
+    why = tensorrt_unavailable()
+    result["tensorrt"] = {"cpu": why or "CUDA devices only", "cuda": why or no_cuda}
+    return result
+
+
+def resolve(runtime: str = "auto", device: str = "auto") -> tuple[str, str]:
+    """(runtime, device) that ``auto`` picks here, or those asked for if they can run here;
+    :class:`RuntimeUnavailable` says why not."""
+    from engines.build import resolve_device, resolve_runtime
+
+    device = resolve_device(device)
+    return resolve_runtime(runtime, device), device
 
 
 def compile(
@@ -45,20 +84,31 @@ def compile(
     device: str = "cpu",
     cache_dir: Path | None = None,
     cache_extra: str = "",
+    precision: str = "fp32",
+    options: EngineOptions | None = None,
 ) -> Engine:
     """An :class:`Engine` that computes ``module(*inputs)``, flattened to ``output_names``.
 
     ``example_inputs``: tensors of the shapes and dtypes the engine will be called with (the
     ``dynamic_axes`` dimensions may vary, as in ``torch.onnx.export``). ``runtime``: ``auto``
-    (ONNX Runtime on the CPU, torch on CUDA), ``onnxruntime`` or ``torch``. ``device``: ``cpu``,
-    ``cuda``, ``cuda:N`` or ``auto``. For ONNX Runtime the module is exported once (opset
+    (TensorRT on CUDA when installed, else torch; ONNX Runtime on the CPU), ``onnxruntime``,
+    ``torch`` or ``tensorrt``. ``device``: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+    ``precision``: ``fp32``, or ``fp16``/``bf16`` on CUDA (torch by autocast, TensorRT by its
+    builder); inputs and outputs stay float32. ``options``: :class:`EngineOptions` (TensorRT
+    shape profiles, CUDA graphs, channels-last, ...).
+
+    For ONNX Runtime and TensorRT the module is exported once (opset
     :data:`engines.onnx_export.OPSET`) and cached under ``cache_dir`` (default
     ``$AFFBATCH_CACHE_DIR/onnx``, else ``$XDG_CACHE_HOME/affbatch/onnx``, else
-    ``~/.cache/affbatch/onnx``); ``cache_extra`` adds the caller's own version to the key. The
-    module is put in eval mode (and, for torch, moved to ``device``).
+    ``~/.cache/affbatch/onnx``); ``cache_extra`` adds the caller's own version to the key.
+    TensorRT engines are cached in ``<cache root>/tensorrt`` (or ``options.engine_dir``), keyed
+    by the graph's sha256, the TensorRT version, the GPU, the precision and the shape profile. The module is put in eval
+    mode (and, for torch, moved to ``device``). Raises :class:`RuntimeUnavailable` when the
+    runtime, device or precision cannot run here, with the reason.
     """
     from engines.build import compile_module
 
     return compile_module(
-        module, example_inputs, input_names, output_names, dynamic_axes, runtime, device, cache_dir, cache_extra
-    )
+        module, example_inputs, input_names, output_names, dynamic_axes, runtime, device, cache_dir, cache_extra,
+        precision, options,
+    )  # fmt: skip

@@ -1,4 +1,10 @@
-"""``engines.compile``: pick the runtime, export (through the cache) and open the engine."""
+"""``engines.compile``: resolve device and runtime, export (through the cache), open the engine.
+
+``auto`` (DESIGN.md): TensorRT when it imports and a GPU is present, else torch on CUDA, else
+ONNX Runtime on the CPU (torch if ONNX Runtime is missing). Each choice that falls back is
+logged once per process: at WARNING when something faster was wanted (a GPU without TensorRT),
+at INFO otherwise.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,30 @@ from pathlib import Path
 
 import torch
 
-from engines.base import Engine, EngineError, RuntimeUnavailable
+from engines.base import Engine, EngineError, EngineOptions, RuntimeUnavailable, check_precision
 from engines.onnx_export import DynamicAxes
 
 log = logging.getLogger("engines")
 
-RUNTIME_CHOICES = ("auto", "onnxruntime", "torch")
+RUNTIME_CHOICES = ("auto", "onnxruntime", "torch", "tensorrt")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_said: set[str] = set()
+
+
+def _once(level: int, message: str, *args: object) -> None:
+    text = message % args
+    if text not in _said:
+        _said.add(text)
+        log.log(level, "%s", text)
+
+
+def cuda_unavailable() -> str | None:
+    """None when torch sees a CUDA device, else why not."""
+    if torch.version.cuda is None:
+        return f"no device (torch {torch.__version__} is a CPU-only build)"
+    if not torch.cuda.is_available():
+        return "no device (torch sees none: no NVIDIA GPU or driver here)"
+    return None
 
 
 def resolve_device(device: str) -> str:
@@ -23,11 +46,15 @@ def resolve_device(device: str) -> str:
     if not _DEVICE.match(device):
         raise EngineError(f"device {device!r}: choose auto, cpu, cuda or cuda:N")
     if device == "auto":
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
+        why = cuda_unavailable()
+        if why is None:
+            return "cuda:0"
+        _once(logging.INFO, "device auto: cpu (cuda: %s)", why)
+        return "cpu"
     if device.startswith("cuda"):
         index = int(device.partition(":")[2] or 0)
-        if not torch.cuda.is_available():
-            raise RuntimeUnavailable(f"device {device}: torch sees no CUDA device here; use --device cpu")
+        if (why := cuda_unavailable()) is not None:
+            raise RuntimeUnavailable(f"device {device}: cuda: {why}; use --device cpu")
         if index >= torch.cuda.device_count():
             raise RuntimeUnavailable(f"device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
         return f"cuda:{index}"
@@ -35,22 +62,38 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_runtime(runtime: str, device: str) -> str:
-    """``auto``: ONNX Runtime on the CPU (torch if it is missing), torch on CUDA."""
-    from engines.onnxruntime_engine import available
+    """The runtime for an already resolved ``device``; RuntimeUnavailable says why one cannot run."""
+    from engines.onnxruntime_engine import available as onnxruntime_unavailable
+    from engines.tensorrt_engine import available as tensorrt_unavailable
 
     if runtime not in RUNTIME_CHOICES:
         raise EngineError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIME_CHOICES)}")
-    if runtime == "onnxruntime" and (why := available()):
-        raise RuntimeUnavailable(why)
+    if runtime == "tensorrt":
+        if why := tensorrt_unavailable():
+            raise RuntimeUnavailable(f"tensorrt: {why}")
+        if device == "cpu":
+            raise RuntimeUnavailable("tensorrt: runs on CUDA devices only, not the CPU; use --device cuda")
+        return runtime
+    if runtime == "onnxruntime":
+        if why := onnxruntime_unavailable():
+            raise RuntimeUnavailable(f"onnxruntime: {why}")
+        import onnxruntime
+
+        if device != "cpu" and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            raise RuntimeUnavailable(
+                f"onnxruntime: no CUDA provider in this build (it runs on the CPU); on {device} use --runtime torch"
+            )
     if runtime != "auto":
         return runtime
     if device == "cpu":
-        why = available()
-        if why is None:
+        if (why := onnxruntime_unavailable()) is None:
             return "onnxruntime"
-        log.warning("runtime auto: %s; falling back to torch on the CPU", why)
+        _once(logging.WARNING, "runtime auto: onnxruntime: %s; using torch on the CPU", why)
         return "torch"
-    log.info("runtime auto: torch on %s (TensorRT is not in this version)", device)
+    if (why := tensorrt_unavailable()) is None:
+        _once(logging.INFO, "runtime auto: tensorrt on %s", device)
+        return "tensorrt"
+    _once(logging.WARNING, "runtime auto: tensorrt: %s; using torch on %s", why, device)
     return "torch"
 
 
@@ -64,15 +107,65 @@ def compile_module(
     device: str = "cpu",
     cache_dir: Path | None = None,
     cache_extra: str = "",
+    precision: str = "fp32",
+    options: EngineOptions | None = None,
 ) -> Engine:
+    options = options or EngineOptions()
+    check_precision(precision)
     device = resolve_device(device)
     runtime = resolve_runtime(runtime, device)
+    example_inputs = tuple(t.detach().cpu() for t in example_inputs)
     if runtime == "torch":
         from engines.torch_engine import TorchEngine
 
-        return TorchEngine(module, input_names, output_names, device)
+        return TorchEngine(module, input_names, output_names, device, precision, options)
+    if runtime == "tensorrt":
+        return _tensorrt(
+            module, example_inputs, input_names, output_names, dynamic_axes, device, precision, cache_dir, cache_extra,
+            options,
+        )  # fmt: skip
     from engines.cache import cached_onnx
     from engines.onnxruntime_engine import OnnxRuntimeEngine
 
+    if precision != "fp32":  # before exporting: say no at once
+        raise RuntimeUnavailable(f"onnxruntime runs fp32 here, not {precision}; use --runtime torch or tensorrt")
     path = cached_onnx(module, example_inputs, input_names, output_names, dynamic_axes, cache_dir, cache_extra)
-    return OnnxRuntimeEngine(path, input_names, output_names, device)
+    return OnnxRuntimeEngine(path, input_names, output_names, device, precision)
+
+
+def _tensorrt(
+    module, example_inputs, input_names, output_names, dynamic_axes, device, precision, cache_dir, cache_extra, options
+) -> Engine:
+    from engines import tensorrt_engine as te
+    from engines.cache import cache_root, cached_onnx, onnx_sha256
+    from engines.engine_cache import load_or_build
+    from engines.onnx_export import CastPrecision
+    from engines.profiles import make_profile, split_axis
+    from engines.tensorrt_ops import check_graph
+
+    dtype = te.graph_dtype(precision)
+    exported, extra = module, cache_extra
+    if dtype is not None:
+        exported, extra = CastPrecision(module, dtype), f"{cache_extra}|graph {dtype}"
+    path = cached_onnx(exported, example_inputs, input_names, output_names, dynamic_axes, cache_dir, extra)
+    if problems := check_graph(path):
+        raise EngineError(f"{type(module).__name__}: TensorRT cannot take its ONNX graph: " + "; ".join(problems[:5]))
+    profile = make_profile(input_names, [tuple(t.shape) for t in example_inputs], dynamic_axes, options.profiles)
+    fields = te.key_fields(onnx_sha256(path), device, precision, profile, options, input_names, output_names)
+    folder = Path(options.engine_dir) if options.engine_dir is not None else cache_root() / "tensorrt"
+    timing = te.timing_cache_path(folder, fields) if options.timing_cache else None
+
+    def build() -> bytes:
+        log.info("building a TensorRT engine for %s (%s); this takes a while once", type(module).__name__, precision)
+        return te.build_plan(path, profile, precision, device, options, timing)
+
+    split = split_axis(input_names, output_names, dynamic_axes)
+    plan, built = load_or_build(folder, fields, build)
+    try:
+        return te.TensorRTEngine(plan, input_names, output_names, device, precision, profile, split)
+    except te.DeserializeError:
+        if built:
+            raise
+        log.warning("cached TensorRT engine for %s did not deserialize: building it again", type(module).__name__)
+        plan, _ = load_or_build(folder, fields, build, force=True)
+        return te.TensorRTEngine(plan, input_names, output_names, device, precision, profile, split)

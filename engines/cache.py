@@ -1,10 +1,12 @@
 """On-disk cache of exported ONNX graphs, keyed by everything that changes the graph.
 
-Layout: ``<cache root>/onnx/<key>.onnx`` and ``<key>.onnx.sha256`` (the file's digest, written
-after it). The root is ``$AFFBATCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/affbatch``, else
-``~/.cache/affbatch``. Files are written to a temporary name and renamed, so a killed export
-leaves nothing a later run would take; a file whose digest does not match (truncated, edited,
-half-written by a crash of another kind) is exported again.
+Layout: ``<cache root>/onnx/<key>.onnx``, ``<key>.onnx.json`` (what it is, for ``affbatch
+engines list``) and ``<key>.onnx.sha256`` (the file's digest, written last). The root is
+``$AFFBATCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/affbatch``, else ``~/.cache/affbatch``. Files are
+written to a temporary name and renamed, so a killed export leaves nothing a later run would
+take; a file whose digest does not match (truncated, edited, half-written by a crash of another
+kind) is exported again. Processes exporting the same graph take turns (``<key>.onnx.lock``):
+the second finds the first's file.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import inspect
 import json
 import logging
 import os
-import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from engines.locking import file_lock, write_atomically
 from engines.onnx_export import OPSET, DynamicAxes, export_onnx
 
 log = logging.getLogger("engines")
@@ -70,11 +73,7 @@ def cache_key(
         t = tensor.detach().to("cpu").contiguous()
         add("tensor", name, t.dtype, tuple(t.shape), memoryview(t.reshape(-1).view(torch.uint8).numpy()))
     add("inputs", [(tuple(t.shape), str(t.dtype)) for t in example_inputs])
-    dynamic_axes = dynamic_axes or {}
-    axes = {
-        k: {str(a): n for a, n in v.items()} if hasattr(v, "items") else list(v)
-        for k, v in (dynamic_axes or {}).items()
-    }
+    axes = _axes_json(dynamic_axes)
     add("names", list(input_names), list(output_names), "axes", json.dumps(axes, sort_keys=True))
     add("torch", torch.__version__, "opset", OPSET, "extra", extra)
     return h.hexdigest()
@@ -88,15 +87,28 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_atomically(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def onnx_sha256(path: Path) -> str:
+    """sha256 of a cached graph, from its digest file when there is one (it was checked on the way in)."""
+    digest_path = path.with_name(path.name + ".sha256")
+    if digest_path.exists():
+        return digest_path.read_text().strip()
+    return _file_sha256(path)
+
+
+def _intact(path: Path, quiet: bool = False) -> bool:
+    digest_path = path.with_name(path.name + ".sha256")
+    if not (path.exists() and digest_path.exists()):
+        return False
+    if digest_path.read_text().strip() == _file_sha256(path):
+        return True
+    if not quiet:
+        log.warning("cached ONNX graph %s does not match its digest: exporting it again", path)
+    return False
+
+
+def _axes_json(dynamic_axes: DynamicAxes | None) -> dict:
+    axes = dynamic_axes or {}
+    return {k: {str(a): n for a, n in v.items()} if hasattr(v, "items") else list(v) for k, v in axes.items()}
 
 
 def cached_onnx(
@@ -112,15 +124,29 @@ def cached_onnx(
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / "onnx"
     folder.mkdir(parents=True, exist_ok=True)
     key = cache_key(module, example_inputs, input_names, output_names, dynamic_axes, extra)
-    path, digest_path = folder / f"{key}.onnx", folder / f"{key}.onnx.sha256"
-    if path.exists() and digest_path.exists():
-        if digest_path.read_text().strip() == _file_sha256(path):
-            log.debug("ONNX cache hit: %s", path)
+    path = folder / f"{key}.onnx"
+    if _intact(path):
+        log.debug("ONNX cache hit: %s", path)
+        return path
+    with file_lock(folder / f"{key}.onnx.lock"):
+        if _intact(path, quiet=True):  # exported by another process while this one waited
             return path
-        log.warning("cached ONNX graph %s does not match its digest: exporting it again", path)
-    log.info("exporting %s to ONNX: %s", type(module).__name__, path)
-    _write_atomically(
-        path, lambda tmp: export_onnx(module, example_inputs, tmp, input_names, output_names, dynamic_axes)
-    )
-    _write_atomically(digest_path, lambda tmp: tmp.write_text(_file_sha256(path) + "\n"))
+        log.info("exporting %s to ONNX: %s", type(module).__name__, path)
+        path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+        write_atomically(
+            path, lambda tmp: export_onnx(module, example_inputs, tmp, input_names, output_names, dynamic_axes)
+        )
+        about = {
+            "module": f"{type(module).__module__}.{type(module).__qualname__}",
+            "inputs": {n: [list(t.shape), str(t.dtype)] for n, t in zip(input_names, example_inputs, strict=False)},
+            "outputs": list(output_names),
+            "dynamic_axes": _axes_json(dynamic_axes),
+            "opset": OPSET,
+            "torch": torch.__version__,
+            "extra": extra,
+            "created": time.time(),
+        }
+        write_atomically(path.with_name(path.name + ".json"), lambda tmp: tmp.write_text(json.dumps(about, indent=1)))
+        digest = _file_sha256(path)
+        write_atomically(path.with_name(path.name + ".sha256"), lambda tmp: tmp.write_text(digest + "\n"))
     return path

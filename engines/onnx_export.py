@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import copy
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,6 +16,33 @@ import torch
 OPSET = 17
 
 DynamicAxes = Mapping[str, Mapping[int, str] | Sequence[int]]
+
+
+class CastPrecision(torch.nn.Module):
+    """A copy of ``module`` in ``dtype``, with float32 inputs and outputs: a reduced-precision graph.
+
+    For TensorRT 11, which dropped the FP16 builder flag: its networks are strongly typed, so the
+    precision has to be in the ONNX graph itself. The caller's module is left as it is. Only
+    float16 is useful at opset 17 (its Conv, GRU and ConstantOfShape do not take bfloat16).
+    """
+
+    def __init__(self, module: torch.nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.module = copy.deepcopy(module).to(dtype).eval()
+        self.dtype = dtype
+
+    def extra_repr(self) -> str:
+        return f"dtype={self.dtype}"
+
+    def forward(self, *inputs: torch.Tensor):
+        out = self.module(*(x.to(self.dtype) if x.is_floating_point() else x for x in inputs))
+        return _to_float32(out)
+
+
+def _to_float32(out):
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.is_floating_point() else out
+    return tuple(_to_float32(o) for o in out)
 
 
 def export_onnx(

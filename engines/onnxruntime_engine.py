@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engines.base import Engine, RuntimeUnavailable
+
+if TYPE_CHECKING:
+    import torch
 
 
 def available() -> str | None:
@@ -25,8 +29,19 @@ class OnnxRuntimeEngine(Engine):
 
     runtime = "onnxruntime"
 
-    def __init__(self, onnx_path: Path, input_names: Sequence[str], output_names: Sequence[str], device: str = "cpu"):
+    def __init__(
+        self,
+        onnx_path: Path,
+        input_names: Sequence[str],
+        output_names: Sequence[str],
+        device: str = "cpu",
+        precision: str = "fp32",
+    ):
         import onnxruntime as ort
+
+        if precision != "fp32":
+            # ORT's CPU kernels for float16 are a patchwork (its GRU has none) and bf16 has fewer.
+            raise RuntimeUnavailable(f"onnxruntime runs fp32 here, not {precision}; use --runtime torch or tensorrt")
 
         options = ort.SessionOptions()
         # os.cpu_count(): ORT's default picks physical cores, which under-uses SMT machines and
@@ -52,8 +67,12 @@ class OnnxRuntimeEngine(Engine):
         self.session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers)
         self.input_names, self.output_names = tuple(input_names), tuple(output_names)
 
-    def __call__(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-        if len(arrays) != len(self.input_names):
-            raise TypeError(f"engine takes {len(self.input_names)} inputs {self.input_names}, got {len(arrays)}")
+    def run_numpy(self, arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
         feed = {name: np.ascontiguousarray(a) for name, a in zip(self.input_names, arrays, strict=True)}
         return tuple(self.session.run(list(self.output_names), feed))
+
+    def run_torch(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        import torch
+
+        arrays = [x.detach().cpu().numpy() for x in inputs]
+        return [torch.from_numpy(y) for y in self.run_numpy(arrays)]

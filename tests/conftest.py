@@ -9,10 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from affbatch.synthetic import constant_rate_pts, write_coded_clip
-
 #: Where CI demands the ffmpeg reference tests instead of letting them skip.
 REQUIRE_FFMPEG = os.environ.get("AFFBATCH_REQUIRE_FFMPEG") == "1"
+#: Where a GPU machine demands the tests marked ``gpu`` instead of letting them skip.
+REQUIRE_GPU = os.environ.get("AFFBATCH_REQUIRE_GPU") == "1"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked ``gpu`` skip without a CUDA device, or fail when AFFBATCH_REQUIRE_GPU=1."""
+    if item.get_closest_marker("gpu") is None:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        if REQUIRE_GPU:
+            pytest.fail(f"AFFBATCH_REQUIRE_GPU=1 but torch {torch.__version__} sees no CUDA device", pytrace=False)
+        pytest.skip("needs an NVIDIA GPU (AFFBATCH_REQUIRE_GPU=1 turns this skip into a failure)")
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +41,9 @@ def ffmpeg() -> str:
 @pytest.fixture
 def make_clip(tmp_path: Path):
     """make_clip(name, frames=.., fps=.., **write_coded_clip options) -> Path of a coded clip."""
+
+    # Imported here: PyAV is not needed by the tests that do not make clips (the GPU machine has none).
+    from affbatch.synthetic import constant_rate_pts, write_coded_clip
 
     def make(name: str, frames: int = 30, fps: Fraction | int = 30, pts=None, time_base=None, **options) -> Path:
         time_base = time_base or 1 / Fraction(fps)

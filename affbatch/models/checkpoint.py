@@ -12,6 +12,7 @@ and the sha256 of ``model.safetensors`` (checked on load, and recorded in the tr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 import affbatch
 from affbatch.errors import UsageError
+from affbatch.models import cnn_rnn
 from affbatch.models import vggface_gru_attn as vga
 
 WEIGHTS_FILE = "model.safetensors"
@@ -35,9 +37,12 @@ FORMAT = "affbatch-checkpoint"
 FORMAT_VERSION = 1
 #: Files that hold pickles: never loaded, since unpickling runs arbitrary code.
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".tar")
-#: Architectures a checkpoint can name, and their classes.
+#: Architectures a checkpoint can name, and their classes: the paper's best under its own name,
+#: then the zoo (``cnn_rnn.ZOO``: vgg16-fc6-gru-attn, resnet50-lstm, ...), built by
+#: ``cnn_rnn.CnnRnn.from_name``.
 ARCHITECTURES: dict[str, Callable[..., torch.nn.Module]] = {
-    vga.VGGFaceGRUAttention.architecture: vga.VGGFaceGRUAttention
+    vga.VGGFaceGRUAttention.architecture: vga.VGGFaceGRUAttention,
+    **{name: functools.partial(cnn_rnn.CnnRnn.from_name, name) for name in cnn_rnn.ZOO},
 }
 
 HOW_TO_GET_ONE = (
@@ -95,8 +100,11 @@ def _vggface_gru_attn_build(config: Mapping[str, Any]) -> vga.VGGFaceGRUAttentio
     )
 
 
-_DESCRIBE = {vga.VGGFaceGRUAttention.architecture: _vggface_gru_attn_config}
-_BUILD = {vga.VGGFaceGRUAttention.architecture: _vggface_gru_attn_build}
+_DESCRIBE = {
+    vga.VGGFaceGRUAttention.architecture: _vggface_gru_attn_config,
+    **dict.fromkeys(cnn_rnn.ZOO, cnn_rnn.describe),
+}
+_BUILD = {vga.VGGFaceGRUAttention.architecture: _vggface_gru_attn_build, **dict.fromkeys(cnn_rnn.ZOO, cnn_rnn.build)}
 
 
 def _sha256(path: Path) -> str:

@@ -141,23 +141,24 @@ class _EngineNetwork:
         )
 
     def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        loc, conf, landmarks = self.engine(x.cpu().numpy())
+        if self.engine.runtime == "onnxruntime":
+            outputs = self.engine(x.cpu().numpy())
+        else:  # torch tensors stay on the engine's device; only the small outputs come back
+            outputs = tuple(t.float().cpu().numpy() for t in self.engine(x.to(self.engine.device)))
+        loc, conf, landmarks = outputs
         return loc, conf, landmarks
 
 
-RUNTIMES = ("auto", "onnxruntime", "torch")
+RUNTIMES = ("auto", "onnxruntime", "torch", "tensorrt")
 
 
 def _resolve(runtime: str, device: str) -> tuple[str, str]:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    """What ``engines`` would run for (runtime, device): one rule for every model."""
+    import engines
+
     if runtime not in RUNTIMES:
         raise ValueError(f"detector runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
-    if runtime == "auto":
-        runtime = "onnxruntime" if device == "cpu" else "torch"
-    if runtime == "onnxruntime" and device != "cpu":
-        raise ValueError(f"detector runtime onnxruntime runs on the CPU, not {device!r}")
-    return runtime, device
+    return engines.resolve(runtime, device)
 
 
 # --- pre- and post-processing -----------------------------------------------------------------
