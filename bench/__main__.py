@@ -1,57 +1,171 @@
 """python -m bench: throughput figures of this machine, side by side.
 
-``decode``: each decoder backend at 360p and 720p, 30 and 60 fps sources, --fps 30 and native.
-``faces``: ``affbatch score`` with the expression prior and with vggface-gru-attn on a one-face
-640x360 clip, next to the VGG-16 ceiling. Medians and spreads of repeated runs after a warm-up;
-JSON and Markdown go to --out.
+``decode``: each decoder backend at 360p, 720p and 1080p, 30 and 60 fps sources, --fps 30 and
+native. ``models``: each model stage alone (detector, prior, VGG-16 to fc6, GRU + attention) per
+runtime and batch size, next to its compute floor. ``faces``: ``affbatch score`` end to end on
+360p/720p/1080p clips with one and two faces, with the prior and with vggface-gru-attn, next to a
+naive baseline and the compute floor. Medians and spreads of repeated runs after a warm-up, peak
+memory; JSON, Markdown and PNG plots go to --out.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import datetime
 import os
 import platform
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from bench import decode, faces
+from bench import decode, faces, models, plots
+from bench.report import write_suite
 
-SUITES = ("decode", "faces")
+SUITES = ("decode", "models", "faces")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument(
         "suites", nargs="*", metavar="SUITE", help=f"what to measure: {', '.join(SUITES)} (default: all)"
     )
-    parser.add_argument("--quick", action="store_true", help="short clips and 3 repeats")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each generated clip")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--quick", action="store_true", help="1 s clips, 3 repeats, fewer items and batch sizes, 6-frame naive runs"
+    )
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs after the warm-up (default 5; quick 3)")
+    parser.add_argument(
+        "--seconds", type=float, default=None, help="length of each generated clip (default 5; quick 1)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, nargs="+", default=[64], help="frames per batch of decode and score (default 64)"
+    )
+    parser.add_argument(
+        "--runtime",
+        nargs="+",
+        default=None,
+        help="runtimes of score in the faces suite (default: every one here; quick: the default one)",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument(
+        "--naive-frames", type=int, default=None, help="frames of each naive run (default: the whole clip; quick 6)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     if unknown := set(args.suites) - set(SUITES):
         parser.error(f"unknown suite {', '.join(sorted(unknown))}: choose from {', '.join(SUITES)}")
-    if args.quick:
-        args.repeats, args.seconds = 3, 3.0
-    machine = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+    args.repeats = args.repeats or (3 if args.quick else 5)
+    args.seconds = args.seconds or (1.0 if args.quick else 5.0)
+    if args.naive_frames is None and args.quick:
+        args.naive_frames = 6
+    return args
+
+
+def machine_info(device: str) -> dict:
+    import onnxruntime
+    import torch
+
+    info = {
+        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "onnxruntime": onnxruntime.__version__,
+        "device": device,
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    from engines.build import resolve_device, resolve_runtime
+
+    device = resolve_device(args.device)
+    machine = machine_info(device)
+    suites = args.suites or list(SUITES)
+    t_start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
+    floors = {"models", "faces"} & set(suites)
+    gflops_s = float("nan")
+    if floors:
+        from bench.roofline import matmul_gflops
+
+        machine["matmul_start"] = matmul_gflops()
+        gflops_s = machine["floor_gflops"] = machine["matmul_start"]["gflops_max"]
+        print(f"fp32 matmul 2048x2048: {matmul_line(machine['matmul_start'])}", flush=True)
+    default_runtime = resolve_runtime("auto", device)
+    done: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="affbatch-bench-") as tmp:
         tmp = Path(tmp)
-        for suite in args.suites or SUITES:
+        for suite in suites:
+            t0 = time.perf_counter()
+            print(f"\n== {suite} ==", flush=True)
             if suite == "decode":
-                results = decode.run(tmp, args.seconds, args.repeats, args.batch_size)
-                table = decode.markdown(results, machine, args.repeats)
+                results = []
+                for batch in args.batch_size:
+                    results += decode.run(tmp, args.seconds, args.repeats, batch, args.quick)
+            elif suite == "models":
+                results = models.run(tmp, args.repeats, args.quick, device, gflops_s)
             else:
-                results = faces.run(tmp, args.seconds, args.repeats)
-                table = faces.markdown(results, args.repeats)
-            (args.out / f"{suite}.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
-            (args.out / f"{suite}.md").write_text(table)
-            print()
-            print(table, flush=True)
+                from affbatch import decoders
+
+                runtimes = args.runtime or ([default_runtime] if args.quick else models.runtimes_for(device))
+                results = faces.run(
+                    tmp,
+                    args.seconds,
+                    args.repeats,
+                    device,
+                    gflops_s,
+                    runtimes,
+                    args.batch_size,
+                    [name for name, why in decoders.availability().items() if why is None],
+                    naive_runtime=default_runtime if default_runtime in runtimes else runtimes[0],
+                    naive_frames=args.naive_frames,
+                )
+            done[suite] = results
+            write(suite, results, machine, args)  # now, in case a later suite fails
+            print(f"{suite}: {time.perf_counter() - t0:.0f} s", flush=True)
+    if floors:
+        # The ceiling of the roofline is the machine's best rate: the best of the multiplies at the
+        # start and at the end (on a shared machine, other work pulls the medians down).
+        machine["matmul_end"] = matmul_gflops()
+        gflops_s = machine["floor_gflops"] = max(gflops_s, machine["matmul_end"]["gflops_max"])
+        print(f"fp32 matmul at the end: {matmul_line(machine['matmul_end'])}; floor from {gflops_s:.0f}", flush=True)
+        if "models" in done:
+            models.apply_floor(done["models"], gflops_s)
+        if "faces" in done:
+            faces.apply_floor(done["faces"], gflops_s)
+    for suite, results in done.items():
+        table, paths = write(suite, results, machine, args)
+        print()
+        print(table, flush=True)
+        print(f"wrote {', '.join(map(str, paths))}", flush=True)
+    print(f"\nbench: {time.perf_counter() - t_start:.0f} s in all", flush=True)
     return 0
+
+
+def matmul_line(m: dict) -> str:
+    return f"{m['gflops_median']:.0f} GFLOP/s median, {m['gflops_min']:.0f}–{m['gflops_max']:.0f} over {m['runs']} runs"
+
+
+def write(suite: str, results, machine: dict, args: argparse.Namespace) -> tuple[str, list[Path]]:
+    """The suite's Markdown table, JSON and plot in --out."""
+    if suite == "decode":
+        table = decode.markdown(results, machine, args.repeats)
+        plot = plots.decode_plot(results, machine, args.out / "decode.png")
+    elif suite == "models":
+        table = models.markdown(results, machine, args.repeats)
+        plot = plots.models_plot(results, machine, args.out / "models.png")
+    else:
+        table = faces.markdown(results, machine, args.repeats, args.naive_frames)
+        plot = plots.faces_plot(results, machine, args.out / "faces.png")
+    json_path, md_path = write_suite(args.out, suite, machine, results, table)
+    return table, [json_path, md_path, plot]
 
 
 if __name__ == "__main__":
