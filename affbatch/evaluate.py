@@ -103,7 +103,7 @@ def evaluate(traces_path: Path, labels_dir: Path) -> Evaluation:
             name = names[0]
             matched_videos.add(name)
             rows = by_video[name]
-            track = _pick_track(rows, person, widths.get(name))
+            track = pick_track(rows, person, widths.get(name))
             v_true, v_pred, a_true, a_pred, missing = _join(label, rows, track)
             scores = _score(v_true, v_pred, a_true, a_pred, missing)
             evaluation.videos[label.name] = {"video": name, "track": track, **scores.to_json()}
@@ -155,8 +155,12 @@ def _split_by_video(table: pa.Table) -> dict[str, dict[str, np.ndarray]]:
     return {name: {c: v[order[bounds[i] : bounds[i + 1]]] for c, v in cols.items()} for i, name in enumerate(names)}
 
 
-def _pick_track(rows: dict[str, np.ndarray], person: str | None, width: int | None) -> int | None:
-    """The longest track; or, for ``left``/``right``, one of the two longest by median centre x."""
+def pick_track(rows: dict[str, np.ndarray], person: str | None, width: int | None) -> int | None:
+    """The longest track; or, for ``left``/``right``, one of the two longest by median centre x.
+
+    ``rows``: ``track`` (-1 where no face), ``x1``, ``x2`` per trace row. Public because
+    ``training``'s crop store matches label files to tracks with this same rule.
+    """
     tracks = rows["track"][rows["track"] >= 0]
     if len(tracks) == 0:
         return None
