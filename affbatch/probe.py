@@ -269,8 +269,10 @@ def _check_complete(path, layout: Layout, stamps, durations, time_base, average_
     else:
         slack = max(COMPLETE_SLACK_S if layout.complete else TRUNCATION_SLACK_S, 2 * frame_s)
     # A frame count that includes frames stored empty (an AVI's dropped frames, which demuxing
-    # skips) is reached by the timeline, not by the packets.
-    if declared_frames and n < declared_frames and not (frame_s and end_s >= declared_frames * frame_s - slack):
+    # skips) is reached by the timeline, not by the packets; but not in a file known to be cut,
+    # where the missing packets may be reordered frames from inside the timeline (B-frames).
+    reached = frame_s and end_s >= declared_frames * frame_s - slack
+    if declared_frames and n < declared_frames and (layout.truncated or not reached):
         raise TruncatedVideo(
             f"{path}: {damage}: {n} of the {declared_frames} frames its header lists are readable{why}"
         )
