@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -75,13 +76,16 @@ def check_file(path: Path) -> None:
         raise VideoOpenFailure(f"{path}: file not found") from None
     except OSError as exc:
         raise VideoOpenFailure(f"{path}: cannot stat: {exc.strerror}") from None
-    if not os.path.isfile(path):
+    # From the one stat: a second look could see the file vanish in between (a race).
+    if not stat.S_ISREG(st.st_mode):
         raise VideoOpenFailure(f"{path}: not a regular file")
     if st.st_size == 0:
         raise VideoOpenFailure(f"{path}: empty file (0 bytes)")
     try:
         with open(path, "rb") as f:
             f.read(1)
+    except FileNotFoundError:  # removed since the stat
+        raise VideoOpenFailure(f"{path}: file not found") from None
     except PermissionError:
         raise VideoOpenFailure(f"{path}: permission denied") from None
     except OSError as exc:
