@@ -121,8 +121,8 @@ def test_ccc_matches_the_metric_and_is_differentiable():
     loss, cv, ca = ccc_loss(x, y)
     for d, value in enumerate((cv, ca)):
         expected = reference_ccc(x[..., d].detach().numpy().ravel(), y[..., d].numpy().ravel())
-        assert float(value) == pytest.approx(expected, abs=1e-5)
-    assert float(loss) == pytest.approx(1 - (float(cv) + float(ca)) / 2)
+        assert float(value.detach()) == pytest.approx(expected, abs=1e-5)
+    assert float(loss.detach()) == pytest.approx(1 - (float(cv.detach()) + float(ca.detach())) / 2)
     loss.backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     # Perfect predictions: loss 0. Constant ones: CCC 0, not NaN.
@@ -130,7 +130,7 @@ def test_ccc_matches_the_metric_and_is_differentiable():
     assert float(ccc(torch.zeros(10), torch.zeros(10))) == 0.0
     # Per sequence is a different number (the batch's is the default, see losses.py).
     per_sequence = ccc_loss(x.detach(), y, reduction="sequence")[0]
-    assert abs(float(per_sequence) - float(loss)) > 1e-4
+    assert abs(float(per_sequence) - float(loss.detach())) > 1e-4
 
 
 def test_learning_rate_staircase():
@@ -206,7 +206,7 @@ def test_validation_protocol_counts_each_source_frame_once(tmp_path):
 @pytest.mark.parametrize("strategy", ["i", "ii"])
 def test_resume_gives_the_same_weights(tmp_path, tiny_arch, strategy):
     store = write_tiny_store(tmp_path / "s")
-    steps = 11  # several epochs (about 3 batches each), checkpoints and validations on the way
+    steps = 11  # several epochs (2 batches each), checkpoints and validations on the way
     kw = dict(strategy=strategy, max_steps=steps, checkpoint_every=3)
     whole = tiny_fit(store, tmp_path / "whole", **kw)
     assert whole.finished and whole.steps == steps and whole.epochs >= 2
@@ -288,3 +288,16 @@ def test_resume_after_sigkill(tmp_path, tiny_arch):
     tiny_fit(store, run, resume=True, **kw)
     a, b = weights(tmp_path / "whole"), weights(run)
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("model.", "optim.")))
+
+
+def test_export_before_the_first_validation_converts_the_state(tmp_path, tiny_arch):
+    from training.export import export_checkpoint
+
+    store = write_tiny_store(tmp_path / "s")
+    result = tiny_fit(store, tmp_path / "run", strategy="ii", stop_after=1)
+    assert result.best is None
+    exported = export_checkpoint(tmp_path / "run", tmp_path / "model")
+    assert exported.trained and exported.config["training"]["selected_by"] == "last training state"
+    state = weights(tmp_path / "run")
+    model, _ = ck.load_checkpoint(tmp_path / "model")
+    assert all(torch.equal(v, state[f"model.{k}"]) for k, v in model.state_dict().items())

@@ -145,12 +145,13 @@ def test_prepare_cropped_aligned(tmp_path):
     assert json.loads((tmp_path / "s" / "manifest.json").read_text())["settings"]["source"] == "cropped_aligned"
 
 
-def test_prepare_from_videos_matches_affbatch_score(tmp_path):
+def test_prepare_from_videos_matches_affbatch_score(tmp_path, make_clip):
     """Same detector, tracker and frames as `affbatch score --fps native`; labels joined by source frame."""
     from affbatch.score import ScoreOptions, score
     from affbatch.traces import read_table
     from tests.face_media import carphone
     from training.prepare import prepare_videos
+    from training.validate import score_predictions
 
     video = carphone()
     labels = tmp_path / "labels"
@@ -161,10 +162,18 @@ def test_prepare_from_videos_matches_affbatch_score(tmp_path):
     bad.parent.mkdir()
     bad.write_bytes(b"\x00" * 100)
     write_labels(labels / f"{video.stem}x.txt", values)
-    summary = prepare_videos([video, bad], PrepareOptions(out=tmp_path / "s", labels=labels), lambda _: None)
-    assert [v["status"] for v in summary.videos] == ["ok", "failed"]
+    faceless = make_clip("faceless.mp4", frames=20)
+    write_labels(labels / "faceless.txt", [(0.5, 0.5)] * 20)
+    options = PrepareOptions(out=tmp_path / "s", labels=labels)
+    summary = prepare_videos([video, bad, faceless], options, lambda _: None)
+    assert [v["status"] for v in summary.videos] == ["ok", "failed", "ok"]
     store = CropStore(tmp_path / "s")
-    (entry,) = store.tracks
+    entry, no_face = store.tracks
+    # A label file without a face track: listed with 0 rows, its 20 valid frames missing.
+    assert (no_face.label, no_face.track, no_face.rows, no_face.missing) == ("faceless", -1, 0, 20)
+    predictions = {entry.index: np.zeros((entry.rows, 2)), no_face.index: np.zeros((0, 2))}
+    result = score_predictions(store, store.tracks, predictions)
+    assert result.overall.missing == entry.missing + 20 and result.labels["faceless"]["frames"] == 0
     source = store.column(entry, "source_frame")
     assert entry.rows > 100 and np.array_equal(source, np.sort(source))
     lab = store.labels(entry)

@@ -198,20 +198,21 @@ def evaluate_command(
 
     def run():
         from affbatch.models.checkpoint import load_checkpoint
-        from training.loop import _resolve_device, _tracks
+        from training.loop import resolve_device_option
         from training.store import CropStore
         from training.validate import validate
 
         source = checkpoint / "best" if (checkpoint / "best" / "config.json").is_file() else checkpoint
-        resolved = _resolve_device(device)
+        resolved = resolve_device_option(device)
         model, _ = load_checkpoint(source, resolved)
         crop_store = CropStore(store)
-        if split is None and splits is None:
-            tracks = crop_store.select()
-        else:
+        if splits is not None:
             from training.splits import read_split
 
-            tracks = _tracks(crop_store, split or "validation", read_split(splits) if splits else None, "evaluation")
+            of = read_split(splits)
+            tracks = [t for t in crop_store.select() if of.get(t.label or "") == (split or "validation")]
+        else:
+            tracks = crop_store.select(split)
         if not tracks:
             raise UsageError(f"{store}: no labelled tracks" + (f" in split {split!r}" if split else ""))
         return validate(model, crop_store, tracks, resolved)

@@ -39,11 +39,11 @@ class DemoOptions:
 
     out: Path
     seed: int = 0
-    train_videos: int = 64
+    train_videos: int = 80
     val_videos: int = 4
     test_videos: int = 4
-    frames: int = 96  # per video: 3.2 s at 30 fps
-    held_out_identities: int = 8  # identities of the validation and test videos, never in training
+    frames: int = 80  # per training video: 2.7 s at 30 fps, one sequence
+    eval_frames: int = 160  # per validation or test video
     epochs: int = 20
     max_steps: int | None = None
     finetune_steps: int = 0
@@ -68,28 +68,28 @@ class DemoResult:
 SPLITS = ("train", "validation", "test")
 
 
-def _video_plan(options: DemoOptions) -> list[tuple[str, str, int]]:
-    """(name, split, identity) of every video. Every training video has an identity of its own
-    (many identities teach the model to look past them); validation and test videos share the
-    ``held_out_identities``, which no training video shows."""
+def _video_plan(options: DemoOptions) -> list[tuple[str, str, int, int]]:
+    """(name, split, identity, frames) of every video. Every video has an identity of its own:
+    many short training videos of many identities teach the model to look past identity, and
+    validation and test show people never seen in training (as Aff-Wild2's subject-independent
+    splits), the test ones not even in validation."""
     counts = {"train": options.train_videos, "validation": options.val_videos, "test": options.test_videos}
-    plan, held_out = [], max(1, options.held_out_identities)
+    plan = []
     for split in SPLITS:
-        for k in range(counts[split]):
-            identity = k if split == "train" else options.train_videos + k % held_out
-            plan.append((f"demo_{split}_{k:03d}", split, identity))
+        frames = options.frames if split == "train" else options.eval_frames
+        plan += [(f"demo_{split}_{k:03d}", split, len(plan) + k, frames) for k in range(counts[split])]
     return plan
 
 
 def write_demo_store(folder: Path, options: DemoOptions, report: Report = print) -> CropStore:
     plan = _video_plan(options)
-    identities = make_identities(max(i for _, _, i in plan) + 1, options.seed)
+    identities = make_identities(len(plan), options.seed)
     t0 = time.perf_counter()
     settings = {"source": "synthetic (training.synthetic_faces)", "fps": str(FPS), "detector": None}
     with StoreWriter(folder, {**settings, "seed": options.seed}, overwrite=True) as writer:
-        for number, (name, split, identity) in enumerate(plan):
+        for number, (name, split, identity, frames) in enumerate(plan):
             rng = np.random.default_rng([options.seed, 2, number])
-            video = draw_video(identities[identity], options.frames, rng)
+            video = draw_video(identities[identity], frames, rng)
             n = len(video.frames)
             crops = crops_to_uint8(crop_faces(video.frames, np.arange(n), video.boxes))
             frame = np.arange(n)
@@ -101,9 +101,9 @@ def write_demo_store(folder: Path, options: DemoOptions, report: Report = print)
             writer.add_track(meta, columns)
             writer.add_video({"video": name, "status": "ok", "error": None, "frames": n, "identity": identity})
     report(
-        f"drew {options.train_videos} training, {options.val_videos} validation and {options.test_videos} test videos "
-        f"of {options.frames} frames ({len(identities)} identities; validation and test show "
-        f"{options.held_out_identities} never seen in training) in {time.perf_counter() - t0:.1f} s: {folder}"
+        f"drew {options.train_videos} training videos of {options.frames} frames, {options.val_videos} validation and "
+        f"{options.test_videos} test videos of {options.eval_frames}, each of a different identity, "
+        f"in {time.perf_counter() - t0:.1f} s: {folder}"
     )
     return CropStore(folder)
 

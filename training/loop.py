@@ -145,7 +145,7 @@ def _precision(options: FitOptions, device: str) -> torch.dtype | None:
     return torch.bfloat16
 
 
-def _resolve_device(device: str) -> str:
+def resolve_device_option(device: str) -> str:
     from engines import EngineError
     from engines.build import resolve_device
 
@@ -155,7 +155,7 @@ def _resolve_device(device: str) -> str:
         raise UsageError(f"--device: {exc}") from None
 
 
-def _tracks(store: CropStore, split: str, splits: dict[str, str] | None, role: str):
+def select_tracks(store: CropStore, split: str, splits: dict[str, str] | None, role: str):
     if splits is not None:
         tracks = [t for t in store.select() if splits.get(t.label or "") == split]
     elif any(t.split for t in store.tracks):
@@ -188,7 +188,7 @@ def fit(options: FitOptions, report: Report = print) -> FitResult:
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     _check_resume(options, out / "run.json")
-    device = _resolve_device(options.device)
+    device = resolve_device_option(options.device)
     amp_dtype = _precision(options, device)
     deterministic = options.deterministic if options.deterministic is not None else device == "cpu"
     was_deterministic = torch.are_deterministic_algorithms_enabled()
@@ -210,8 +210,8 @@ def _fit(options: FitOptions, device: str, amp_dtype: torch.dtype | None, report
         from training.splits import read_split
 
         splits = read_split(options.splits)
-    train_tracks = _tracks(train_store, options.train_split, splits, "training")
-    val_tracks = _tracks(val_store, options.val_split, splits, "validation")
+    train_tracks = select_tracks(train_store, options.train_split, splits, "training")
+    val_tracks = select_tracks(val_store, options.val_split, splits, "validation")
     if val_store.folder.resolve() == train_store.folder.resolve() and {t.index for t in val_tracks} & {
         t.index for t in train_tracks
     }:

@@ -255,8 +255,12 @@ def _write_video_tracks(writer, video, slots, faces, collector, matched, width, 
         pairs = [(label, pick_track(rows, person, width)) for label, person in matched]
     crops = collector.crops()
     for label, track in pairs:
-        if track is None:  # a label file without a face track: all its frames are missing
+        if track is None:  # a label file without a face track: listed, all its valid frames missing
             unmatched.append(label.name)
+            _, _, valid, _ = label_values(label, np.zeros(0, np.int64))
+            meta = {"video": video, "track": -1, "label": label.name, "split": options.split_of(label.name)}
+            writer.begin_track({**meta, "valid_labels": valid, "missing": valid})
+            writer.end_track()
             continue
         pick = np.flatnonzero(faces["track"] == track)  # frame order: finish() sorts by frame
         frame = faces["frame"][pick]

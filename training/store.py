@@ -28,7 +28,8 @@ at most: 1/255 of the range); a loader maps them back to [-1, 1] at batch time.
 sha256, decoder, crop function and version), ``shards`` (file, rows, bytes), ``tracks`` (per
 (video, track): label file name, split, rows, labelled rows, valid labels of the label file and
 how many of those have no crop (``missing``, as ``affbatch eval`` counts them), pieces as
-``[shard, start, stop]``), and ``videos`` (per input: ok or failed with the reason).
+``[shard, start, stop]``; a label file no face track matched has an entry of 0 rows, track
+-1), and ``videos`` (per input: ok or failed with the reason).
 """
 
 from __future__ import annotations
@@ -235,9 +236,10 @@ class StoreWriter:
             done += take
 
     def end_track(self) -> None:
-        """Finish the track begun last; a track without rows is not listed."""
+        """Finish the track begun last. A track without rows is listed only with a label file
+        (track -1: no face track matched it), so that its valid frames count as missing."""
         track, self._track = self._track, None
-        if track is not None and track["rows"]:
+        if track is not None and (track["rows"] or track["label"]):
             self.tracks.append(track)
 
     def discard_track(self) -> None:
