@@ -142,18 +142,10 @@ def eval_command(
 
 
 def _render_eval(result) -> str:
-    def f(x):
-        return "   -  " if x is None else f"{x:6.3f}"
+    from affbatch.evaluate import render_scores
 
-    lines = [f"{'labels':40} {'valence':>7} {'arousal':>7} {'mean':>7} {'frames':>8} {'missing':>8}"]
-    for name, s in result.videos.items():
-        lines.append(
-            f"{name:40} {f(s['valence']):>7} {f(s['arousal']):>7} {f(s['mean']):>7} {s['frames']:8d} {s['missing']:8d}"
-        )
+    lines = render_scores(result.videos, result.overall)
     o = result.overall
-    lines.append(
-        f"{'ALL (concatenated)':40} {f(o.valence):>7} {f(o.arousal):>7} {f(o.mean):>7} {o.frames:8d} {o.missing:8d}"
-    )
     if o.missing:
         lines.append(
             f"note: {o.missing} valid labelled frames have no prediction (no face, or traces at another"

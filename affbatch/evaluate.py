@@ -65,14 +65,30 @@ class Evaluation:
         }
 
 
-def _score(v_true: np.ndarray, v_pred: np.ndarray, a_true: np.ndarray, a_pred: np.ndarray, missing: int) -> Scores:
+def scores_of(v_true: np.ndarray, v_pred: np.ndarray, a_true: np.ndarray, a_pred: np.ndarray, missing: int) -> Scores:
+    """Both CCCs over the samples given (None where undefined: no samples, or a constant series)."""
     if len(v_true) == 0:
         return Scores(None, None, 0, missing)
     return Scores(_finite(ccc(v_true, v_pred)), _finite(ccc(a_true, a_pred)), len(v_true), missing)
 
 
 def _finite(x: float) -> float | None:
-    return None if math.isnan(x) else x
+    return None if math.isnan(x) else float(x)
+
+
+def render_scores(rows: dict[str, dict], overall: Scores) -> list[str]:
+    """The table `affbatch eval` and `affbatch-train evaluate` print: one row per label file
+    (``rows``: name -> a ``Scores.to_json()``), then the concatenation over all of them."""
+
+    def f(x):
+        return "   -  " if x is None else f"{x:6.3f}"
+
+    lines = [f"{'labels':40} {'valence':>7} {'arousal':>7} {'mean':>7} {'frames':>8} {'missing':>8}"]
+    for name, s in [*rows.items(), ("ALL (concatenated)", overall.to_json())]:
+        lines.append(
+            f"{name:40} {f(s['valence']):>7} {f(s['arousal']):>7} {f(s['mean']):>7} {s['frames']:8d} {s['missing']:8d}"
+        )
+    return lines
 
 
 def evaluate(traces_path: Path, labels_dir: Path) -> Evaluation:
@@ -105,14 +121,14 @@ def evaluate(traces_path: Path, labels_dir: Path) -> Evaluation:
             rows = by_video[name]
             track = pick_track(rows, person, widths.get(name))
             v_true, v_pred, a_true, a_pred, missing = _join(label, rows, track)
-            scores = _score(v_true, v_pred, a_true, a_pred, missing)
+            scores = scores_of(v_true, v_pred, a_true, a_pred, missing)
             evaluation.videos[label.name] = {"video": name, "track": track, **scores.to_json()}
             parts.append((v_true, v_pred, a_true, a_pred))
             total_missing += missing
     evaluation.unlabelled_videos = sorted(set(by_video) - matched_videos)
     if parts:
         v_true, v_pred, a_true, a_pred = (np.concatenate(c) for c in zip(*parts, strict=True))
-        evaluation.overall = _score(v_true, v_pred, a_true, a_pred, total_missing)
+        evaluation.overall = scores_of(v_true, v_pred, a_true, a_pred, total_missing)
     return evaluation
 
 

@@ -210,10 +210,10 @@ def _produce(
                 yield "batch", video, batch
             yield "end", video, None
         except Exception as exc:  # one video's failure, whatever it is, must not end the run
-            yield "error", video, (_as_video_error(video, exc), print_, t0)
+            yield "error", video, (as_video_error(video, exc), print_, t0)
 
 
-def _as_video_error(video: InputVideo, exc: Exception) -> VideoError:
+def as_video_error(video: InputVideo, exc: Exception) -> VideoError:
     """The one-line reason recorded for a video that could not be scored."""
     if isinstance(exc, VideoError):
         return exc

@@ -93,11 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     floors = {"models", "faces"} & set(suites)
     gflops_s = float("nan")
     if floors:
-        from bench.roofline import matmul_gflops
+        from bench.roofline import peak_gflops
 
-        machine["matmul_start"] = matmul_gflops()
-        gflops_s = machine["floor_gflops"] = machine["matmul_start"]["gflops_max"]
-        print(f"fp32 matmul 2048x2048: {matmul_line(machine['matmul_start'])}", flush=True)
+        machine["peak_start"] = peak_gflops(device)
+        gflops_s = machine["floor_gflops"] = machine["peak_start"]["gflops"]
+        print(peak_lines(machine["peak_start"]), flush=True)
     default_runtime = resolve_runtime("auto", device)
     done: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="affbatch-bench-") as tmp:
@@ -131,11 +131,11 @@ def main(argv: list[str] | None = None) -> int:
             write(suite, results, machine, args)  # now, in case a later suite fails
             print(f"{suite}: {time.perf_counter() - t0:.0f} s", flush=True)
     if floors:
-        # The ceiling of the roofline is the machine's best rate: the best of the multiplies at the
-        # start and at the end (on a shared machine, other work pulls the medians down).
-        machine["matmul_end"] = matmul_gflops()
-        gflops_s = machine["floor_gflops"] = max(gflops_s, machine["matmul_end"]["gflops_max"])
-        print(f"fp32 matmul at the end: {matmul_line(machine['matmul_end'])}; floor from {gflops_s:.0f}", flush=True)
+        # The ceiling of the roofline is the machine's best rate: the best of the dense kernels at
+        # the start and at the end (on a shared machine, other work pulls the medians down).
+        machine["peak_end"] = peak_gflops(device)
+        gflops_s = machine["floor_gflops"] = max(gflops_s, machine["peak_end"]["gflops"])
+        print(f"at the end:\n{peak_lines(machine['peak_end'])}\nfloor from {gflops_s:.0f} GFLOP/s", flush=True)
         if "models" in done:
             models.apply_floor(done["models"], gflops_s)
         if "faces" in done:
@@ -149,8 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def matmul_line(m: dict) -> str:
-    return f"{m['gflops_median']:.0f} GFLOP/s median, {m['gflops_min']:.0f}–{m['gflops_max']:.0f} over {m['runs']} runs"
+def peak_lines(peak: dict) -> str:
+    return "\n".join(
+        f"fp32 {k['kernel']}: {k['gflops_median']:.0f} GFLOP/s median, "
+        f"{k['gflops_min']:.0f}–{k['gflops_max']:.0f} over {k['runs']} runs"
+        for k in peak["kernels"]
+    )
 
 
 def write(suite: str, results, machine: dict, args: argparse.Namespace) -> tuple[str, list[Path]]:

@@ -11,7 +11,7 @@ own ``seconds`` overlap), and its memory the peak RSS over that time.
 
 The naive baseline (``bench.naive``) scores the same clips with the same models one frame and one
 face at a time, at full resolution, with nothing overlapped; its ratio to the pipeline is what
-the pipeline's engineering buys. The floor (``bench.roofline``): the machine's fp32 matmul rate
+the pipeline's engineering buys. The floor (``bench.roofline``): the machine's peak fp32 rate
 over the FLOPs the pipeline needs per frame (detector at its 640-pixel input + the faces found x
 the model per face); each rate is also given as a fraction of it.
 """
@@ -193,7 +193,7 @@ def run(
 
 
 def apply_floor(results: dict, gflops_s: float, naive_runtime: str | None = None) -> dict:
-    """(Re)compute the summary against the naive baseline for a matmul rate of ``gflops_s``."""
+    """(Re)compute the summary against the naive baseline for a peak rate of ``gflops_s``."""
     runtime = naive_runtime or results["naive_runtime"]
     results["naive_runtime"] = runtime
     results["summary"] = summarise_against_naive(

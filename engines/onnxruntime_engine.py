@@ -24,6 +24,22 @@ def available() -> str | None:
     return None
 
 
+def session_options():
+    """The session options every affbatch session uses: all optimisations, every core, no spinning."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # os.cpu_count(): ORT's default picks physical cores, which under-uses SMT machines and
+    # containers that expose logical CPUs only.
+    options.intra_op_num_threads = os.cpu_count() or 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle workers spinning after each run starve the decoder thread and the pre-processing
+    # that share the cores: 43 vs 32 frames/s end to end for RetinaFace at 640x360 on 2
+    # cores, 56 vs 43 for the network alone (measured while other work ran).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 class OnnxRuntimeEngine(Engine):
     """An ONNX Runtime session over an ONNX file, all optimisations on, every core used."""
 
@@ -43,15 +59,7 @@ class OnnxRuntimeEngine(Engine):
             # ORT's CPU kernels for float16 are a patchwork (its GRU has none) and bf16 has fewer.
             raise RuntimeUnavailable(f"onnxruntime runs fp32 here, not {precision}; use --runtime torch or tensorrt")
 
-        options = ort.SessionOptions()
-        # os.cpu_count(): ORT's default picks physical cores, which under-uses SMT machines and
-        # containers that expose logical CPUs only.
-        options.intra_op_num_threads = os.cpu_count() or 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle workers spinning after each run starve the decoder thread and the pre-processing
-        # that share the cores: 43 vs 32 frames/s end to end for RetinaFace at 640x360 on 2
-        # cores, 56 vs 43 for the network alone (measured while other work ran).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options = session_options()
         if device == "cpu":
             providers: list = ["CPUExecutionProvider"]
         else:

@@ -188,3 +188,16 @@ def test_naive_baseline_scores_a_tiny_clip(tmp_path):
     assert scorer.detectors[640].options.max_side == 640
     assert all(-1 <= v <= 1 and -1 <= a <= 1 for _, _, v, a in result["outputs"])
     assert result["seconds"] > 0
+
+
+def test_peak_is_the_best_dense_kernel(monkeypatch):
+    """The ceiling is the fastest of torch.mm and ONNX Runtime's MatMul and Conv, each really run;
+    the Conv's FLOP count is the convolution's (checked against torch's counter)."""
+    peak = roofline.peak_gflops(repeats=2)
+    kernels = {k["kernel"].split(" ")[0] + " " + k["kernel"].split(" ")[1]: k for k in peak["kernels"]}
+    assert set(kernels) == {"torch.mm 2048x2048", "onnxruntime MatMul", "onnxruntime Conv"}
+    assert all(0 < k["gflops_min"] <= k["gflops_median"] <= k["gflops_max"] for k in peak["kernels"])
+    assert peak["gflops"] == max(k["gflops_max"] for k in peak["kernels"])
+    nb, c, s = (roofline.CONV_SHAPE[k] for k in ("batch", "channels", "size"))
+    conv = nn.Conv2d(c, c, 3, padding=1, bias=False)
+    assert roofline.count_flops(conv, torch.zeros(nb, c, s, s)) == 2 * nb * c * c * 9 * s * s

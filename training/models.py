@@ -27,8 +27,7 @@ def _fresh(architecture: str, config: dict | None):
     from affbatch.models import checkpoint
 
     if config is not None:
-        # checkpoint's config-based constructors (private there; the same code load_checkpoint runs).
-        return checkpoint._BUILD[architecture](config)
+        return checkpoint.model_from_config({**config, "architecture": architecture})
     if architecture not in checkpoint.ARCHITECTURES:
         raise UsageError(f"--arch {architecture!r}: choose one of {', '.join(checkpoint.ARCHITECTURES)}")
     return checkpoint.ARCHITECTURES[architecture]()

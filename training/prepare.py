@@ -187,7 +187,7 @@ def prepare_videos(paths: list[str | Path], options: PrepareOptions, report: Rep
     from affbatch.faces import FaceAffectAnalyzer
     from affbatch.inputs import collect_videos
     from affbatch.probe import probe
-    from affbatch.score import _as_video_error, prefetch, select_frames
+    from affbatch.score import as_video_error, prefetch, select_frames
 
     t_start = time.perf_counter()
     videos = collect_videos(paths)
@@ -230,7 +230,7 @@ def prepare_videos(paths: list[str | Path], options: PrepareOptions, report: Rep
                 record = {"video": video.name, "status": "ok", "error": None, "frames": len(slots), **written}
             except Exception as exc:  # one video's failure, whatever it is, must not end the run
                 writer.discard_track()
-                message = str(_as_video_error(video, exc))
+                message = str(as_video_error(video, exc))
                 prefix = f"{video.path}: "
                 record = {"video": video.name, "status": "failed", "error": message.removeprefix(prefix)}
             finally:

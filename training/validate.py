@@ -12,14 +12,13 @@ and reported, never scored.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from affbatch.metrics import ccc
+from affbatch.evaluate import Scores, scores_of
 from affbatch.models.vggface_gru_attn import predict_track
 from training.data import to_model_input
 from training.features import FeatureCache
@@ -27,29 +26,6 @@ from training.store import CropStore, TrackEntry
 
 #: Crops per CNN call while predicting.
 PREDICT_BATCH = 64
-
-
-@dataclass
-class Scores:
-    valence: float | None
-    arousal: float | None
-    frames: int
-    missing: int
-
-    @property
-    def mean(self) -> float | None:
-        if self.valence is None or self.arousal is None:
-            return None
-        return (self.valence + self.arousal) / 2
-
-    def to_json(self) -> dict:
-        return {
-            "valence": self.valence,
-            "arousal": self.arousal,
-            "mean": self.mean,
-            "frames": self.frames,
-            "missing": self.missing,
-        }
 
 
 @dataclass
@@ -111,16 +87,6 @@ def predict(
         model.train(was_training)
 
 
-def _finite(x: float) -> float | None:
-    return None if math.isnan(x) else float(x)
-
-
-def _scores(true_v, pred_v, true_a, pred_a, missing: int) -> Scores:
-    if len(true_v) == 0:
-        return Scores(None, None, 0, missing)
-    return Scores(_finite(ccc(true_v, pred_v)), _finite(ccc(true_a, pred_a)), len(true_v), missing)
-
-
 def score_predictions(store: CropStore, tracks: Sequence[TrackEntry], predictions: dict[int, np.ndarray]) -> Validation:
     """The protocol's CCCs of ``predictions[entry.index]`` (rows, 2) against the store's labels."""
     parts, missing, result = [], 0, Validation(Scores(None, None, 0, 0))
@@ -138,12 +104,12 @@ def score_predictions(store: CropStore, tracks: Sequence[TrackEntry], prediction
         result.labels[entry.name] = {
             "video": entry.video,
             "track": entry.track,
-            **_scores(*part, entry.missing).to_json(),
+            **scores_of(*part, entry.missing).to_json(),
         }
         parts.append(part)
         missing += entry.missing
     if parts:
-        result.overall = _scores(*(np.concatenate(c) for c in zip(*parts, strict=True)), missing)
+        result.overall = scores_of(*(np.concatenate(c) for c in zip(*parts, strict=True)), missing)
     else:
         result.overall = Scores(None, None, 0, missing)
     return result

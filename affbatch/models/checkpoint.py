@@ -107,6 +107,12 @@ _DESCRIBE = {
 _BUILD = {vga.VGGFaceGRUAttention.architecture: _vggface_gru_attn_build, **dict.fromkeys(cnn_rnn.ZOO, cnn_rnn.build)}
 
 
+def model_from_config(config: dict) -> torch.nn.Module:
+    """A freshly initialised model of the architecture and sizes a checkpoint's config describes
+    (the constructor ``load_checkpoint`` runs before it loads the weights)."""
+    return _BUILD[config["architecture"]](config)
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -198,7 +204,7 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[torch
             "the weights changed after the checkpoint was written"
         )
     try:
-        model = _BUILD[architecture](config)
+        model = model_from_config(config)
         state = load_file(weights)
         model.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as e:
