@@ -70,10 +70,22 @@ def test_unfinished_and_foreign_folders(tmp_path):
     with pytest.raises(RuntimeError), StoreWriter(tmp_path / "s", {}) as w:
         w.add_track({"video": "v", "track": 0}, {"frame": [0], "source_frame": [0], "crop": random_crops(1, 0)})
         raise RuntimeError("killed")
-    with pytest.raises(StoreError, match="unfinished prepare"):
+    with pytest.raises(StoreError, match="unfinished prepare .*--resume"):
         CropStore(tmp_path / "s")
-    with pytest.raises(UsageError, match="not empty"):
+    with pytest.raises(UsageError, match="unfinished prepare \\(pass --resume to continue it, --overwrite"):
         StoreWriter(tmp_path / "s", {})
+    # The exception checkpointed the finished track; a resumed writer starts from it. A track
+    # the exception cuts is dropped, and so are the rows it wrote.
+    with pytest.raises(RuntimeError), StoreWriter(tmp_path / "s", {}, resume=True) as w:
+        assert [t["video"] for t in w.tracks] == ["v"]
+        w.begin_track({"video": "cut", "track": 0})
+        w.append({"frame": [0], "source_frame": [0], "crop": random_crops(1, 1)})
+        raise RuntimeError("killed")
+    with StoreWriter(tmp_path / "s", {}, resume=True) as w:
+        assert [t["video"] for t in w.tracks] == ["v"]
+    assert [t.video for t in CropStore(tmp_path / "s").tracks] == ["v"]
+    with pytest.raises(UsageError, match="not empty \\(pass --overwrite"):
+        StoreWriter(tmp_path, {})
     other = tmp_path / "other"
     other.mkdir()
     (other / "precious.txt").write_text("x")

@@ -93,6 +93,10 @@ def prepare_command(
         bool, typer.Option("--align", help="Level the eyes in the crops (as crop_faces(align=True)).")
     ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the store in --out.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue an interrupted prepare (or add inputs): unchanged inputs are reused."),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
 ) -> None:
     """Build a crop store from Aff-Wild2 videos + labels, or from its cropped_aligned frames."""
@@ -102,6 +106,7 @@ def prepare_command(
         options = PrepareOptions(
             out=out, labels=labels, fps=fps, detector=detector, device=device, decoder=decoder,
             batch_size=batch_size, split=split, splits=splits, shard_rows=shard_rows, align=align, overwrite=overwrite,
+            resume=resume,
         )  # fmt: skip
         if cropped_aligned is not None:
             if paths:

@@ -42,6 +42,10 @@ FPS_CHOICES = ("native", "30")
 DEFAULT_FPS = "native"
 #: Frames per chunk written from a track: bounds the memory a long track needs.
 WRITE_CHUNK = 1024
+#: A checkpoint (``--resume`` restarts from the last one) after the first input that ends at
+#: least this long after the previous checkpoint: at most this much work is lost to a kill, and
+#: shards are cut short at most once per interval.
+CHECKPOINT_SECONDS = 60.0
 _FRAME_FILE = re.compile(r"^(\d+)\.jpe?g$", re.IGNORECASE)
 
 Report = Callable[[str], None]
@@ -63,6 +67,8 @@ class PrepareOptions:
     shard_rows: int = SHARD_ROWS
     align: bool = False
     overwrite: bool = False
+    resume: bool = False
+    checkpoint_seconds: float = CHECKPOINT_SECONDS
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -123,6 +129,57 @@ def label_values(label: LabelFile | None, source_frames: np.ndarray) -> tuple[np
     arousal = np.where(good, label.arousal[at] if len(label.arousal) else 0, np.nan).astype(np.float32)
     missing = len(valid) - int(np.isin(valid, source_frames).sum())
     return valence, arousal, len(valid), missing
+
+
+# -- resumable loop over inputs ----------------------------------------------------------------
+
+
+def _fingerprint(path: Path) -> list[int]:
+    """What tells whether an input changed since a checkpoint: size and mtime of a video file;
+    number, total size and latest mtime of the files of a frame folder."""
+    if path.is_dir():
+        stats = [p.stat() for p in path.iterdir() if p.is_file()]
+        return [len(stats), sum(st.st_size for st in stats), max((st.st_mtime_ns for st in stats), default=0)]
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _run_inputs(writer: StoreWriter, todo: list, summary: StoreSummary, options: PrepareOptions, report, do_one):
+    """``do_one(item) -> record`` for each (name, path, item) of ``todo``, with checkpoints.
+
+    An input a resumed store already has (ok, unchanged since) is reused as it is; one that
+    failed or changed is done again. A failure inside ``do_one`` is the input's alone.
+    """
+    done = writer.done
+    last_checkpoint = time.perf_counter()
+    reused = 0
+    for i, (name, path, item) in enumerate(todo, 1):
+        try:
+            fingerprint = _fingerprint(path)
+        except OSError:
+            fingerprint = None
+        previous = done.get(name)
+        if previous is not None and previous["status"] == "ok" and previous.get("fingerprint") == fingerprint:
+            summary.videos.append(previous)
+            reused += 1
+            continue
+        writer.forget(name)
+        t0 = time.perf_counter()
+        record = do_one(item)
+        record["fingerprint"] = fingerprint
+        record["seconds"] = round(time.perf_counter() - t0, 3)
+        writer.add_video(record)
+        summary.videos.append(record)
+        if time.perf_counter() - last_checkpoint >= options.checkpoint_seconds:
+            writer.checkpoint()
+            last_checkpoint = time.perf_counter()
+        report(_line(i, len(todo), record))
+    if reused:
+        report(f"--resume: {reused} of {len(todo)} inputs were already in {writer.folder}, unchanged: reused")
+    others = sorted(set(done) - {name for name, _, _ in todo})
+    if others:
+        report(f"--resume: the store keeps {len(others)} inputs not given this time: {', '.join(others[:5])}"
+               + (", ..." if len(others) > 5 else ""))  # fmt: skip
 
 
 # -- from videos -------------------------------------------------------------------------------
@@ -214,9 +271,10 @@ def prepare_videos(paths: list[str | Path], options: PrepareOptions, report: Rep
         "align": options.align,
         "labels": str(options.labels) if options.labels else None,
     }
-    with StoreWriter(options.out, settings, options.shard_rows, options.overwrite) as writer:
-        for i, (video, matched) in enumerate(todo, 1):
-            t0 = time.perf_counter()
+    with StoreWriter(options.out, settings, options.shard_rows, options.overwrite, options.resume) as writer:
+
+        def do_one(item) -> dict:
+            video, matched = item
             collector = _CropCollector(writer.folder)
             try:
                 info = probe(video.path)
@@ -227,18 +285,16 @@ def prepare_videos(paths: list[str | Path], options: PrepareOptions, report: Rep
                     analyzer.add(batch)
                 faces = analyzer.finish(slots)
                 written = _write_video_tracks(writer, video.name, slots, faces, collector, matched, info.width, options)
-                record = {"video": video.name, "status": "ok", "error": None, "frames": len(slots), **written}
+                return {"video": video.name, "status": "ok", "error": None, "frames": len(slots), **written}
             except Exception as exc:  # one video's failure, whatever it is, must not end the run
                 writer.discard_track()
                 message = str(as_video_error(video, exc))
                 prefix = f"{video.path}: "
-                record = {"video": video.name, "status": "failed", "error": message.removeprefix(prefix)}
+                return {"video": video.name, "status": "failed", "error": message.removeprefix(prefix)}
             finally:
                 collector.close()
-            record["seconds"] = round(time.perf_counter() - t0, 3)
-            writer.add_video(record)
-            summary.videos.append(record)
-            report(_line(i, len(todo), record))
+
+        _run_inputs(writer, [(v.name, v.path, (v, m)) for v, m in todo], summary, options, report, do_one)
     return _finish(summary, writer, t_start)
 
 
@@ -326,22 +382,20 @@ def prepare_cropped_aligned(folder: Path, options: PrepareOptions, report: Repor
     summary.skipped = [p.name for p in subfolders if labels is not None and p.name not in labels]
     settings = {"source": "cropped_aligned", "fps": "native", "detector": None, "detector_sha256": None}
     settings["labels"] = str(options.labels) if options.labels else None
-    with StoreWriter(options.out, settings, options.shard_rows, options.overwrite) as writer:
-        for i, sub in enumerate(todo, 1):
-            t0 = time.perf_counter()
+    with StoreWriter(options.out, settings, options.shard_rows, options.overwrite, options.resume) as writer:
+
+        def do_one(sub: Path) -> dict:
             video, person = split_person(sub.name)
             label = labels.get(sub.name) if labels is not None else None
             try:
                 stored = _write_frame_folder(writer, sub, video, 1 if person == "right" else 0, label, options)
-                record = {"video": sub.name, "status": "ok", "error": None, **stored}
+                return {"video": sub.name, "status": "ok", "error": None, **stored}
             except (OSError, ValueError, VideoError) as exc:
                 writer.discard_track()
                 error = str(exc) if isinstance(exc, VideoError) else f"{type(exc).__name__}: {exc}"
-                record = {"video": sub.name, "status": "failed", "error": error}
-            record["seconds"] = round(time.perf_counter() - t0, 3)
-            writer.add_video(record)
-            summary.videos.append(record)
-            report(_line(i, len(todo), record))
+                return {"video": sub.name, "status": "failed", "error": error}
+
+        _run_inputs(writer, [(sub.name, sub, sub) for sub in todo], summary, options, report, do_one)
     return _finish(summary, writer, t_start)
 
 
@@ -360,7 +414,7 @@ def _write_frame_folder(writer: StoreWriter, sub: Path, video: str, track: int, 
     valence, arousal, valid, missing = label_values(label, source)
     name = label.name if label else None
     meta = {"video": video, "track": track, "label": name, "split": options.split_of(name)}
-    writer.begin_track({**meta, "valid_labels": valid, "missing": missing})
+    writer.begin_track({**meta, "input": sub.name, "valid_labels": valid, "missing": missing})
     for a in range(0, len(frames), WRITE_CHUNK):
         chunk = frames[a : a + WRITE_CHUNK]
         crops = np.stack([resize_whole(_read_frame(path)) for _, path in chunk])

@@ -54,6 +54,8 @@ from affbatch.errors import AffbatchError, UsageError
 FORMAT = "affbatch-crop-store"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+#: The state of an unfinished ``prepare``, replaced atomically at each checkpoint (``--resume``).
+PROGRESS = "progress.json"
 #: Bytes of one crop: 96 x 96 x 3 uint8.
 CROP_BYTES = CROP_SIZE * CROP_SIZE * 3
 #: Rows per shard: 16384 crops are ~450 MB, small enough to copy or mmap on any machine.
@@ -116,6 +118,10 @@ class StoreWriter:
     """Writes a store: ``add_track`` for each (video, track), ``add_video`` for each input, then ``close``.
 
     Use as a context manager; an exception leaves the folder without a manifest (unfinished).
+    ``checkpoint()`` makes everything added so far durable: it closes the shard being written
+    (an Arrow file is readable only once closed) and replaces ``progress.json``. A writer opened
+    with ``resume=True`` on such a folder (or on a finished store) starts from its last
+    checkpoint: shards written after it are deleted, and the inputs it lists can be skipped.
     """
 
     def __init__(
@@ -124,19 +130,13 @@ class StoreWriter:
         settings: Mapping[str, Any],
         shard_rows: int = SHARD_ROWS,
         overwrite: bool = False,
+        resume: bool = False,
     ):
         if shard_rows < 1:
             raise UsageError(f"--shard-rows {shard_rows}: must be at least 1")
+        if overwrite and resume:
+            raise UsageError("--overwrite starts the store again and --resume continues it: give one")
         self.folder = Path(folder)
-        if self.folder.exists() and not self.folder.is_dir():
-            raise UsageError(f"--out {self.folder}: exists and is not a folder")
-        if self.folder.is_dir() and any(self.folder.iterdir()):
-            if not overwrite:
-                raise UsageError(f"--out {self.folder}: folder is not empty (pass --overwrite to replace its store)")
-            if not (self.folder / MANIFEST).exists() and not any(self.folder.glob("shard-*.arrow")):
-                raise UsageError(f"--out {self.folder}: not a crop store; refusing to empty it")
-            shutil.rmtree(self.folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
         self.settings = dict(settings)
         self.shard_rows = shard_rows
         self.shards: list[dict[str, Any]] = []
@@ -145,6 +145,62 @@ class StoreWriter:
         self._writer: pa.ipc.RecordBatchFileWriter | None = None
         self._rows_in_shard = 0
         self._track: dict[str, Any] | None = None
+        if self.folder.exists() and not self.folder.is_dir():
+            raise UsageError(f"--out {self.folder}: exists and is not a folder")
+        is_store = (self.folder / MANIFEST).exists() or (self.folder / PROGRESS).exists()
+        if self.folder.is_dir() and any(self.folder.iterdir()):
+            if resume and is_store:
+                self._reopen()
+                return
+            if not overwrite:
+                if (self.folder / PROGRESS).exists():
+                    what = "holds an unfinished prepare (pass --resume to continue it, --overwrite to start again)"
+                else:
+                    add = ", --resume to add to it" if is_store else ""
+                    what = f"is not empty (pass --overwrite to replace its store{add})"
+                raise UsageError(f"--out {self.folder}: folder {what}")
+            if not is_store and not any(self.folder.glob("shard-*.arrow")):
+                raise UsageError(f"--out {self.folder}: not a crop store; refusing to empty it")
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _reopen(self) -> None:
+        """Continue from the last checkpoint (``progress.json``, else the finished manifest)."""
+        path = self.folder / PROGRESS
+        if not path.exists():
+            path = self.folder / MANIFEST
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--resume: {path}: unreadable ({exc}); pass --overwrite to start again") from None
+        if state.get("format") != FORMAT or state.get("format_version") != FORMAT_VERSION:
+            raise UsageError(f"--resume: {path}: not a {FORMAT} version {FORMAT_VERSION}")
+        before = {k: v for k, v in state.get("settings", {}).items() if k != "crop"}
+        if before != self.settings or state.get("settings", {}).get("crop", CROP_FUNCTION) != CROP_FUNCTION:
+            changed = sorted(k for k in before.keys() | self.settings.keys() if before.get(k) != self.settings.get(k))
+            raise UsageError(
+                f"--resume: {self.folder} was prepared with other settings ({', '.join(changed) or 'crop function'}: "
+                f"{', '.join(f'{before.get(k)!r} then' for k in changed)} now "
+                f"{', '.join(repr(self.settings.get(k)) for k in changed)}); pass --overwrite to start again"
+            )
+        self.shards, self.tracks, self.videos = state["shards"], state["tracks"], state["videos"]
+        listed = {shard["file"] for shard in self.shards}
+        # Rows written after the checkpoint (a shard never closed, or one the checkpoint did not
+        # list) belong to inputs that will be done again; spill files of a killed run go too.
+        for stale in [*self.folder.glob("shard-*.arrow"), *self.folder.glob("crops-*.u8")]:
+            if stale.name not in listed:
+                stale.unlink()
+
+    @property
+    def done(self) -> dict[str, dict[str, Any]]:
+        """The input records this store already has, by input name (from a resumed checkpoint)."""
+        return {record["video"]: record for record in self.videos}
+
+    def forget(self, name: str) -> None:
+        """Drop input ``name``'s record and its tracks (before doing it again); its rows stay in
+        their shards, unlisted."""
+        self.videos = [v for v in self.videos if v["video"] != name]
+        self.tracks = [t for t in self.tracks if t.get("input", t["video"]) != name]
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -152,9 +208,16 @@ class StoreWriter:
     def __exit__(self, kind, exc, tb) -> None:
         if kind is None:
             self.close()
-        elif self._writer is not None:
-            self._writer.close()
-            self._writer = None
+            return
+        # Interrupted (Ctrl-C, or an error outside any one input): keep what is complete, so that
+        # --resume goes on from here. A track being written is dropped with its input.
+        self._track = None
+        try:
+            self.checkpoint()
+        except Exception:  # noqa: BLE001 (the original exception is the one to report)
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
 
     def _open_shard(self) -> None:
         name = f"shard-{len(self.shards):05d}.arrow"
@@ -177,10 +240,12 @@ class StoreWriter:
         self.end_track()
 
     def begin_track(self, meta: Mapping[str, Any]) -> None:
-        """Start a track. ``meta``: video, track, label, split, valid_labels, missing."""
+        """Start a track. ``meta``: video, track, label, split, valid_labels, missing, and
+        ``input`` (the input record it comes from, when that is not named as ``video``)."""
         if self._track is not None:
             raise RuntimeError("begin_track: the previous track was not ended")
         self._track = {
+            "input": meta.get("input", meta["video"]),
             "video": meta["video"],
             "track": int(meta["track"]),
             "label": meta.get("label"),
@@ -250,9 +315,8 @@ class StoreWriter:
         """A result row for one input: video, status (ok | failed), error, frames, labels, seconds."""
         self.videos.append(dict(record))
 
-    def close(self) -> Path:
-        self._close_shard()
-        manifest = {
+    def _state(self) -> dict[str, Any]:
+        return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "affbatch_version": affbatch.__version__,
@@ -262,7 +326,23 @@ class StoreWriter:
             "tracks": self.tracks,
             "videos": self.videos,
         }
-        write_json_atomically(self.folder / MANIFEST, manifest)
+
+    def checkpoint(self) -> None:
+        """Make every input added so far durable: close the shard being written and replace
+        ``progress.json``. Call between inputs (not inside a track)."""
+        if self._track is not None:
+            raise RuntimeError("checkpoint: a track is being written")
+        self._close_shard()
+        write_json_atomically(self.folder / PROGRESS, self._state())
+
+    def close(self) -> Path:
+        self._close_shard()
+        state = self._state()
+        # progress first, so that a crash before the manifest is written resumes from all of it.
+        if (self.folder / PROGRESS).exists():
+            write_json_atomically(self.folder / PROGRESS, state)
+        write_json_atomically(self.folder / MANIFEST, state)
+        (self.folder / PROGRESS).unlink(missing_ok=True)
         return self.folder
 
 
@@ -308,7 +388,8 @@ class CropStore:
         if not self.folder.is_dir():
             raise StoreError(f"{self.folder}: no such crop store (affbatch-train prepare writes one)")
         if not path.is_file():
-            what = "an unfinished prepare (rerun it)" if any(self.folder.glob("shard-*.arrow")) else "not a crop store"
+            unfinished = (self.folder / PROGRESS).exists() or any(self.folder.glob("shard-*.arrow"))
+            what = "an unfinished prepare (continue it: prepare ... --resume)" if unfinished else "not a crop store"
             raise StoreError(f"{self.folder}: no {MANIFEST}: {what}")
         try:
             self.manifest = json.loads(path.read_text())
