@@ -160,7 +160,9 @@ def fit_command(
     feature_cache: Annotated[
         bool, typer.Option("--feature-cache/--no-feature-cache", help="Strategy i: cache the frozen CNN's features.")
     ] = True,
-    lr: Annotated[float, typer.Option("--lr", help="Initial learning rate (paper: 1e-3).")] = 1e-3,
+    lr: Annotated[
+        float | None, typer.Option("--lr", help="Initial learning rate [default: the paper's 1e-3]", show_default=False)
+    ] = None,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Steps between saved states.")] = 200,
     log_every: Annotated[int, typer.Option("--log-every", help="Steps between progress lines.")] = 50,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its saved state.")] = False,
@@ -174,8 +176,8 @@ def fit_command(
             train=train, out=out, val=val, splits=splits, train_split=train_split, val_split=val_split,
             strategy=strategy, arch=arch, init_from=init_from, backbone=backbone, backbone_kind=backbone_kind,
             epochs=epochs, max_steps=max_steps, seed=seed, device=device, precision=precision,
-            feature_cache=feature_cache, learning_rate=lr, checkpoint_every=checkpoint_every, log_every=log_every,
-            resume=resume,
+            feature_cache=feature_cache, checkpoint_every=checkpoint_every, log_every=log_every, resume=resume,
+            **({} if lr is None else {"learning_rate": lr}),  # None: FitOptions' default, the paper's rate
         )  # fmt: skip
         return fit(options, _report)
 

@@ -31,12 +31,12 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-#: 2 hidden RNN layers with 128 units each (Section III-B.2).
-LAYERS = 2
-UNITS = 128
-#: The training sequence length (Section IV-A): the IndRNN's recurrent-weight bound below is
-#: chosen for it.
-SEQUENCE_LENGTH = 80
+# The paper's 2 hidden RNN layers of 128 units (Section III-B.2) and its training sequence length
+# of 80 (Section IV-A; the IndRNN's recurrent-weight bound below is chosen for it), defined once
+# with the paper's model.
+from affbatch.models.vggface_gru_attn import GRU_LAYERS as LAYERS
+from affbatch.models.vggface_gru_attn import GRU_UNITS as UNITS
+from affbatch.models.vggface_gru_attn import SEQUENCE_LENGTH
 
 
 class GRU(nn.GRU):
