@@ -73,7 +73,7 @@ def faces_plot(results: dict, machine: dict, path: Path) -> Path:
             )
     ax.set_xticks(x, [s["clip"].replace(" ", "\n", 1) for s in summary if s["model"] == models[0]], fontsize=8)
     ax.set_ylabel("% of the compute floor")
-    ax.set_title("fraction of the compute floor (peak dense fp32 rate / FLOPs per frame)", fontsize=10)
+    ax.set_title("fraction of the compute floor\n(peak fp32 rate / FLOPs per frame)", fontsize=10)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.suptitle(_machine_line(machine), fontsize=9)
