@@ -8,15 +8,14 @@ could not run; 2 usage error.
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from affbatch.cli_engines import engines_app
-from affbatch.errors import AffbatchError, UsageError
+from affbatch.cli_support import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CommandLine
+from affbatch.errors import AffbatchError
 
 app = typer.Typer(
     name="affbatch",
@@ -26,30 +25,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class State:
-    debug = False
+CLI = CommandLine("affbatch")
+_fail = CLI.fail
 
 
 @app.callback()
 def main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
 ) -> None:
-    State.debug = debug
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    if State.debug:
-        raise exc
-    typer.echo(f"affbatch: error: {exc}", err=True)
-    return typer.Exit(EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED)
+    CLI.setup(debug)
 
 
 @app.command("score")
@@ -97,14 +81,11 @@ def score_command(
         summary = score(paths, options, make_progress())
     except KeyboardInterrupt:
         typer.echo(f"affbatch: interrupted; finished videos are kept: rerun with --resume to complete {out}", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except AffbatchError as exc:
         raise _fail(exc) from None
     except Exception as exc:  # a bug: one line here, the traceback with --debug
-        if State.debug:
-            raise
-        typer.echo(f"affbatch: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", err=True)
-        raise typer.Exit(EXIT_FAILED) from None
+        raise CLI.bug(exc) from None
     failed = summary.failed
     ok = len(summary.rows) - len(failed)
     msg = (

@@ -135,3 +135,29 @@ def test_terminal_progress_shows_a_bar_with_rate_and_eta(clip, tmp_path):
     text = output.decode(errors="replace")
     assert "frames/s" in text and "ETA" in text
     assert "3 of 3 videos scored" in text
+
+
+@pytest.mark.parametrize("program", ["affbatch", "affbatch-train"])
+def test_a_bug_is_one_line_and_debug_shows_the_traceback(tmp_path, monkeypatch, program):
+    """An unexpected exception: one line naming it and exit 1; --debug lets it through."""
+
+    def boom(*args, **kwargs):
+        raise ValueError("boom")
+
+    if program == "affbatch":
+        import affbatch.score
+
+        the_app = app
+        monkeypatch.setattr(affbatch.score, "score", boom)
+        args = ["score", str(tmp_path), "--out", str(tmp_path / "t.arrow")]
+    else:
+        import training.prepare
+        from training.cli import app as the_app
+
+        monkeypatch.setattr(training.prepare, "prepare_videos", boom)
+        args = ["prepare", str(tmp_path), "--out", str(tmp_path / "s")]
+    result = runner.invoke(the_app, args)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == f"{program}: internal error: ValueError: boom (rerun with --debug)"
+    result = runner.invoke(the_app, ["--debug", *args])
+    assert isinstance(result.exception, ValueError)

@@ -8,13 +8,12 @@ the store) or the command could not finish; 2 usage error; 130 interrupted.
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from affbatch.cli_support import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CommandLine
 from affbatch.errors import AffbatchError, UsageError
 
 app = typer.Typer(
@@ -25,28 +24,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class State:
-    debug = False
+CLI = CommandLine("affbatch-train")
+_fail = CLI.fail
 
 
 @app.callback()
 def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False) -> None:
-    State.debug = debug
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    if State.debug:
-        raise exc
-    typer.echo(f"affbatch-train: error: {exc}", err=True)
-    return typer.Exit(EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED)
+    CLI.setup(debug)
 
 
 def _report(line: str) -> None:
@@ -63,10 +47,7 @@ def _guard(call):
     except AffbatchError as exc:
         raise _fail(exc) from None
     except Exception as exc:
-        if State.debug:
-            raise
-        typer.echo(f"affbatch-train: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", err=True)
-        raise typer.Exit(EXIT_FAILED) from None
+        raise CLI.bug(exc) from None
 
 
 @app.command("prepare")

@@ -15,19 +15,12 @@ from typing import Annotated
 
 import typer
 
+from affbatch.cli_support import CommandLine
 from affbatch.errors import AffbatchError, UsageError
-
-EXIT_FAILED, EXIT_USAGE = 1, 2
-
-
-def _default_fail(exc: Exception) -> typer.Exit:
-    typer.echo(f"affbatch-train: error: {exc}", err=True)
-    return typer.Exit(EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED)
-
 
 #: Turns an expected error into a message and an exit; ``register(app, fail=...)`` replaces it
 #: (the app's ``--debug`` can then re-raise instead).
-_fail: Callable[[Exception], typer.Exit] = _default_fail
+_fail: Callable[[Exception], typer.Exit] = CommandLine("affbatch-train").fail
 
 
 def _number(x: float) -> str:
