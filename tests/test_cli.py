@@ -159,5 +159,8 @@ def test_a_bug_is_one_line_and_debug_shows_the_traceback(tmp_path, monkeypatch, 
     result = runner.invoke(the_app, args)
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == f"{program}: internal error: ValueError: boom (rerun with --debug)"
+    # --debug sets the program's module-level policy: restored after the test (other tests share it).
+    policy = sys.modules[the_app.registered_callback.callback.__module__].CLI
+    monkeypatch.setattr(policy, "debug", False)
     result = runner.invoke(the_app, ["--debug", *args])
-    assert isinstance(result.exception, ValueError)
+    assert isinstance(result.exception, ValueError) and policy.debug
