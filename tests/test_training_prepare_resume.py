@@ -169,3 +169,36 @@ def test_resume_refuses_other_settings(tmp_path, inputs):
     prepare_cropped_aligned(root, options(out, labels, resume=True), lines.append)
     assert lines == ["--resume: 5 of 5 inputs were already in " + str(out) + ", unchanged: reused"]
     assert contents(out) == before
+
+
+def test_resume_before_the_first_checkpoint_says_so(tmp_path, inputs):
+    root, labels = inputs
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "shard-00000.arrow").write_bytes(b"ARROW1 cut short")
+    with pytest.raises(UsageError, match="interrupted before its first checkpoint: nothing to resume"):
+        prepare_cropped_aligned(root, options(out, labels, resume=True), lambda _: None)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("x")
+    with pytest.raises(UsageError, match="is not a crop store"):
+        prepare_cropped_aligned(root, options(tmp_path / "other", labels, resume=True), lambda _: None)
+    # --resume where nothing was started: an ordinary first run.
+    summary = prepare_cropped_aligned(root, options(tmp_path / "new", labels, resume=True), lambda _: None)
+    assert len(summary.videos) == len(FRAMES)
+
+
+def test_ctrl_c_says_how_to_go_on(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import training.prepare
+    from training.cli import app
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.prepare, "prepare_videos", interrupted)
+    result = CliRunner().invoke(app, ["prepare", str(tmp_path), "--out", str(tmp_path / "s")])
+    assert result.exit_code == 130
+    assert result.output.strip().splitlines()[-1] == (
+        f"affbatch-train: interrupted; finished inputs are kept: rerun with --resume to complete {tmp_path / 's'}"
+    )

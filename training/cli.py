@@ -37,12 +37,13 @@ def _report(line: str) -> None:
     typer.echo(line, err=True)
 
 
-def _guard(call):
-    """Run ``call()``; expected errors -> one line and an exit status; bugs -> one line (--debug: traceback)."""
+def _guard(call, interrupted: str = ""):
+    """Run ``call()``; expected errors -> one line and an exit status; bugs -> one line (--debug: traceback).
+    ``interrupted``: what to add to the line Ctrl-C prints (how to go on)."""
     try:
         return call()
     except KeyboardInterrupt:
-        typer.echo("affbatch-train: interrupted", err=True)
+        typer.echo(f"affbatch-train: interrupted{interrupted}", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except AffbatchError as exc:
         raise _fail(exc) from None
@@ -97,7 +98,7 @@ def prepare_command(
             raise UsageError("give videos (files or folders), or --cropped-aligned DIR")
         return prepare_videos(paths, options, _report)
 
-    summary = _guard(run)
+    summary = _guard(run, f"; finished inputs are kept: rerun with --resume to complete {out}")
     failed = summary.failed
     typer.echo(
         f"{len(summary.videos) - len(failed)} of {len(summary.videos)} inputs prepared: {summary.tracks} tracks, "
@@ -162,7 +163,7 @@ def fit_command(
         )  # fmt: skip
         return fit(options, _report)
 
-    result = _guard(run)
+    result = _guard(run, f"; rerun with --resume to go on from the last saved state in {out} (--checkpoint-every)")
     v = result.best_validation
     best = f"best checkpoint {result.best}" if result.best else "no checkpoint"
     if v and v.get("mean") is not None:

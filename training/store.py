@@ -152,6 +152,13 @@ class StoreWriter:
             if resume and is_store:
                 self._reopen()
                 return
+            if resume and any(self.folder.glob("shard-*.arrow")):
+                raise UsageError(
+                    f"--resume: {self.folder} holds a prepare interrupted before its first checkpoint: "
+                    "nothing to resume (pass --overwrite to start again)"
+                )
+            if resume:
+                raise UsageError(f"--resume: {self.folder} is not a crop store")
             if not overwrite:
                 if (self.folder / PROGRESS).exists():
                     what = "holds an unfinished prepare (pass --resume to continue it, --overwrite to start again)"
