@@ -151,7 +151,7 @@ def test_resume_redoes_changed_and_failed_inputs(tmp_path, inputs):
     assert sorted(v["video"] for v in CropStore(out).manifest["videos"]) == sorted(FRAMES)
 
 
-def test_resume_refuses_other_settings(tmp_path, inputs):
+def test_resume_refuses_other_settings(tmp_path, inputs, monkeypatch):
     root, labels = inputs
     out = tmp_path / "s"
     prepare_cropped_aligned(root, options(out, labels), lambda _: None)
@@ -159,6 +159,10 @@ def test_resume_refuses_other_settings(tmp_path, inputs):
     os.symlink(labels, other)
     with pytest.raises(UsageError, match="other settings \\(labels"):
         prepare_cropped_aligned(root, options(out, other, resume=True), lambda _: None)
+    # The same folder spelt relative to the working directory is the same setting.
+    monkeypatch.chdir(labels.parent)
+    summary = prepare_cropped_aligned(root, options(out, Path(labels.name), resume=True), lambda _: None)
+    assert len(summary.videos) == len(FRAMES)
     with pytest.raises(UsageError, match="give one"):
         prepare_cropped_aligned(root, options(out, labels, resume=True, overwrite=True), lambda _: None)
     with pytest.raises(UsageError, match="--resume to add to it"):

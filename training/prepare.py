@@ -20,6 +20,7 @@ stored unlabelled. A video (or folder) that cannot be read fails alone, with a o
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 import time
@@ -132,6 +133,12 @@ def label_values(label: LabelFile | None, source_frames: np.ndarray) -> tuple[np
 
 
 # -- resumable loop over inputs ----------------------------------------------------------------
+
+
+def _folder_setting(folder: Path | None) -> str | None:
+    """A folder as the store's settings record it: absolute (``labels`` and ``./labels`` are one
+    setting for ``--resume``), links not followed (another name is another setting)."""
+    return os.path.abspath(folder) if folder is not None else None
 
 
 def _fingerprint(path: Path) -> list[int]:
@@ -269,7 +276,7 @@ def prepare_videos(paths: list[str | Path], options: PrepareOptions, report: Rep
         "detector_sha256": detector.weights_sha256,
         "decoder": decoder.name,
         "align": options.align,
-        "labels": str(options.labels) if options.labels else None,
+        "labels": _folder_setting(options.labels),
     }
     with StoreWriter(options.out, settings, options.shard_rows, options.overwrite, options.resume) as writer:
 
@@ -381,7 +388,7 @@ def prepare_cropped_aligned(folder: Path, options: PrepareOptions, report: Repor
     todo = [p for p in subfolders if labels is None or p.name in labels]
     summary.skipped = [p.name for p in subfolders if labels is not None and p.name not in labels]
     settings = {"source": "cropped_aligned", "fps": "native", "detector": None, "detector_sha256": None}
-    settings["labels"] = str(options.labels) if options.labels else None
+    settings["labels"] = _folder_setting(options.labels)
     with StoreWriter(options.out, settings, options.shard_rows, options.overwrite, options.resume) as writer:
 
         def do_one(sub: Path) -> dict:

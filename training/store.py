@@ -4,6 +4,8 @@ A store is a folder::
 
     STORE/manifest.json       what the store holds; written last and atomically, so a folder
                               without it is an unfinished ``prepare`` and is refused
+    STORE/progress.json       while ``prepare`` runs: the manifest as of its last checkpoint,
+                              which ``prepare --resume`` starts from (removed at the end)
     STORE/shard-00000.arrow   Arrow IPC files, uncompressed so that they memory-map without a
     STORE/shard-00001.arrow   copy: a loader reads any 80 rows of any track in O(80 rows)
 
@@ -29,7 +31,8 @@ sha256, decoder, crop function and version), ``shards`` (file, rows, bytes), ``t
 (video, track): label file name, split, rows, labelled rows, valid labels of the label file and
 how many of those have no crop (``missing``, as ``affbatch eval`` counts them), pieces as
 ``[shard, start, stop]``; a label file no face track matched has an entry of 0 rows, track
--1), and ``videos`` (per input: ok or failed with the reason).
+-1; ``input``, the input record it came from), and ``videos`` (per input: ok or failed with
+the reason, and the input's fingerprint, which tells ``--resume`` whether it changed).
 """
 
 from __future__ import annotations
