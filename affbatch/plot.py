@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from affbatch.errors import AffbatchError, UsageError
+from affbatch.framerate import PAPER_FPS
 from affbatch.traces import read_table
 
 #: Rows (videos) in one picture when no ``--video`` is given.
@@ -199,7 +200,7 @@ def draw(series: list[VideoSeries], note: str):
         ax_a = sub.add_subplot(grid[1, 0], sharex=ax_v)
         ax_p = sub.add_subplot(grid[:, 1])
         t = s.time_s
-        step = float(np.nanmedian(np.diff(t))) if s.frames > 1 else 1 / 30
+        step = float(np.nanmedian(np.diff(t))) if s.frames > 1 else 1 / float(PAPER_FPS)
         for ax, name in ((ax_v, "valence"), (ax_a, "arousal")):
             for start, stop in _runs(s.no_face):
                 ax.axvspan(t[start] - step / 2, t[stop - 1] + step / 2, color="0.88", lw=0, zorder=0)

@@ -38,7 +38,7 @@ FPS_CHOICES = ("30", "native")
 
 #: A timestamp jump that would make more output frames than this is a broken file, not a
 #: pause: 24 hours at 30 fps.
-MAX_OUTPUT_FRAMES = 24 * 3600 * 30
+MAX_OUTPUT_FRAMES = 24 * 3600 * int(PAPER_FPS)
 
 
 @dataclass

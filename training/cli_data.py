@@ -17,6 +17,7 @@ import typer
 
 from affbatch.cli_support import CommandLine
 from affbatch.errors import AffbatchError, UsageError
+from training.annotations import DEFAULT_FILTER_SIZE
 
 #: Turns an expected error into a message and an exit; ``register(app, fail=...)`` replaces it
 #: (the app's ``--debug`` can then re-raise instead).
@@ -48,7 +49,7 @@ def aggregate(
     out: Annotated[Path, typer.Option("--out", help="Folder for the final label files (<label name>.txt).")],
     filter_size: Annotated[
         int, typer.Option("--filter", help="Median filter size in frames for the labels (1: none; paper: 5, 15, 30).")
-    ] = 30,
+    ] = DEFAULT_FILTER_SIZE,
     min_annotators: Annotated[
         int | None,
         typer.Option("--min-annotators", help="Frames valid with at least N annotators (default: all of the video)."),

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from affbatch.crops import CROP_SIZE
 from training.data import to_model_input
 from training.store import CropStore, TrackEntry
 
@@ -88,7 +89,8 @@ def build_feature_cache(
     # channels-last convolutions run ~25% faster on the CPU (oneDNN) and on GPUs; restored after.
     cnn.to(memory_format=torch.channels_last)
     with torch.inference_mode():
-        width = cnn(to_model_input(torch.zeros(1, 1, 96, 96, 3, dtype=torch.uint8)).flatten(0, 1).to(device)).shape[1]
+        blank = torch.zeros(1, 1, CROP_SIZE, CROP_SIZE, 3, dtype=torch.uint8)
+        width = cnn(to_model_input(blank).flatten(0, 1).to(device)).shape[1]
     tmp = folder / f".{path.name}.{os.getpid()}.tmp"
     array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(total, width))
     t0 = last = time.perf_counter()

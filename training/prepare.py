@@ -32,7 +32,7 @@ import av
 import numpy as np
 
 from affbatch.affect import AffectIdentity, FrameAffect
-from affbatch.crops import CROP_MARGIN, crop_faces
+from affbatch.crops import CROP_MARGIN, CROP_SIZE, crop_faces
 from affbatch.errors import UsageError, VideoError
 from affbatch.evaluate import pick_track
 from affbatch.labels import PERSON_SUFFIXES, LabelFile, read_label_dir, split_person
@@ -219,8 +219,8 @@ class _CropCollector(FrameAffect):
     def crops(self) -> np.ndarray:
         self.file.flush()
         if self.count == 0:
-            return np.zeros((0, 96, 96, 3), np.uint8)
-        return np.memmap(self.file.name, np.uint8, "r", shape=(self.count, 96, 96, 3))
+            return np.zeros((0, CROP_SIZE, CROP_SIZE, 3), np.uint8)
+        return np.memmap(self.file.name, np.uint8, "r", shape=(self.count, CROP_SIZE, CROP_SIZE, 3))
 
     def close(self) -> None:
         self.file.close()

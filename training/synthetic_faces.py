@@ -21,9 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from affbatch.framerate import PAPER_FPS
+
 #: Frame size of the drawn videos (the face fills most of it, as in a close-up).
 FRAME_SIZE = 144
-FPS = 30
+#: The drawn videos' frame rate: the paper's.
+FPS = int(PAPER_FPS)
 #: The face box, as RetinaFace draws one: from above the brows (BOX_TOP face half-heights
 #: above the centre) to the chin, and BOX_SIDE half-widths either side.
 BOX_TOP = 0.6
