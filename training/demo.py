@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from affbatch.crops import crop_faces
+from affbatch.models.vggface_gru_attn import SEQUENCE_LENGTH
 from training.store import CropStore, StoreWriter, crops_to_uint8
 from training.synthetic_faces import FPS, draw_video, make_identities
 
@@ -42,8 +43,8 @@ class DemoOptions:
     train_videos: int = 80
     val_videos: int = 4
     test_videos: int = 4
-    frames: int = 80  # per training video: 2.7 s at 30 fps, one sequence
-    eval_frames: int = 160  # per validation or test video
+    frames: int = SEQUENCE_LENGTH  # per training video: one training sequence (2.7 s at 30 fps)
+    eval_frames: int = 2 * SEQUENCE_LENGTH  # per validation or test video
     epochs: int = 20
     max_steps: int | None = None
     finetune_steps: int = 0
