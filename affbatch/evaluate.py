@@ -18,10 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from affbatch.errors import AffbatchError
 from affbatch.labels import LabelFile, read_label_dir
 from affbatch.metrics import ccc
-from affbatch.traces import manifest_path, read_table
+from affbatch.traces import manifest_path, read_table, read_traces
 
 NEEDED_COLUMNS = ("video", "source_frame", "track", "x1", "x2", "valence", "arousal")
 
@@ -133,16 +132,7 @@ def evaluate(traces_path: Path, labels_dir: Path) -> Evaluation:
 
 
 def _read_traces(path: Path) -> pa.Table:
-    try:
-        table = read_table(path)
-    except FileNotFoundError:
-        raise AffbatchError(f"{path}: file not found") from None
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise AffbatchError(f"{path}: not an Arrow traces file ({exc})") from None
-    missing = [c for c in NEEDED_COLUMNS if c not in table.column_names]
-    if missing:
-        raise AffbatchError(f"{path}: not a traces file: missing columns {', '.join(missing)}")
-    return table.select(list(NEEDED_COLUMNS))
+    return read_traces(path, NEEDED_COLUMNS).select(list(NEEDED_COLUMNS))
 
 
 def _manifest_widths(traces_path: Path) -> dict[str, int]:

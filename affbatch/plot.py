@@ -20,9 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from affbatch import traces
 from affbatch.errors import AffbatchError, UsageError
 from affbatch.framerate import PAPER_FPS
-from affbatch.traces import read_table
 
 #: Rows (videos) in one picture when no ``--video`` is given.
 MAX_VIDEOS = 4
@@ -64,19 +64,7 @@ class PlotSummary:
 
 def read_traces(path: Path) -> pa.Table:
     """The columns the plot needs; one-line errors for a missing or foreign file."""
-    path = Path(path)
-    try:
-        table = read_table(path)
-    except FileNotFoundError:
-        raise AffbatchError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise AffbatchError(f"{path}: is a folder, not a traces file") from None
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise AffbatchError(f"{path}: not an Arrow traces file ({str(exc).splitlines()[0]})") from None
-    missing = [c for c in NEEDED_COLUMNS if c not in table.column_names]
-    if missing:
-        raise AffbatchError(f"{path}: not a traces file: missing columns {', '.join(missing)}")
-    return table
+    return traces.read_traces(path, NEEDED_COLUMNS)
 
 
 def video_names(table: pa.Table) -> list[str]:

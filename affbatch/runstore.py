@@ -28,6 +28,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from affbatch.errors import UsageError
+from affbatch.hashing import file_sha256
 from affbatch.inputs import InputVideo
 from affbatch.traces import (
     MANIFEST_SCHEMA,
@@ -40,8 +41,6 @@ from affbatch.traces import (
 
 #: Bumped when a stored result can no longer be reused by a newer version.
 STORE_FORMAT = 1
-
-HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -72,11 +71,7 @@ def fingerprint(path: Path, known: Fingerprint | None = None) -> Fingerprint:
     st = os.stat(path)
     if known is not None and known.size == st.st_size and known.mtime_ns == st.st_mtime_ns:
         return known
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-    return Fingerprint(size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=digest.hexdigest())
+    return Fingerprint(size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=file_sha256(path))
 
 
 class RunStore:

@@ -131,6 +131,26 @@ def read_table(path: Path) -> pa.Table:
         return pa.ipc.open_file(source).read_all()
 
 
+def read_traces(path: Path, needed: Iterable[str]) -> pa.Table:
+    """A traces file with at least the ``needed`` columns; a missing, foreign or older file is
+    a one-line :class:`AffbatchError` naming it."""
+    from affbatch.errors import AffbatchError
+
+    path = Path(path)
+    try:
+        table = read_table(path)
+    except FileNotFoundError:
+        raise AffbatchError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise AffbatchError(f"{path}: is a folder, not a traces file") from None
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise AffbatchError(f"{path}: not an Arrow traces file ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in needed if c not in table.column_names]
+    if missing:
+        raise AffbatchError(f"{path}: not a traces file: missing columns {', '.join(missing)}")
+    return table
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -79,7 +79,7 @@ def cache_key(
     return h.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):
@@ -92,14 +92,14 @@ def onnx_sha256(path: Path) -> str:
     digest_path = path.with_name(path.name + ".sha256")
     if digest_path.exists():
         return digest_path.read_text().strip()
-    return _file_sha256(path)
+    return file_sha256(path)
 
 
 def _intact(path: Path, quiet: bool = False) -> bool:
     digest_path = path.with_name(path.name + ".sha256")
     if not (path.exists() and digest_path.exists()):
         return False
-    if digest_path.read_text().strip() == _file_sha256(path):
+    if digest_path.read_text().strip() == file_sha256(path):
         return True
     if not quiet:
         log.warning("cached ONNX graph %s does not match its digest: exporting it again", path)
@@ -147,6 +147,6 @@ def cached_onnx(
             "created": time.time(),
         }
         write_atomically(path.with_name(path.name + ".json"), lambda tmp: tmp.write_text(json.dumps(about, indent=1)))
-        digest = _file_sha256(path)
+        digest = file_sha256(path)
         write_atomically(path.with_name(path.name + ".sha256"), lambda tmp: tmp.write_text(digest + "\n"))
     return path

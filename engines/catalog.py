@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engines.cache import _file_sha256, cache_root
+from engines.cache import cache_root, file_sha256
 from engines.engine_cache import SUFFIX, CorruptEntry, read_entry, read_header
 from engines.locking import file_lock
 
@@ -62,7 +62,7 @@ def _onnx_entries(folder: Path, verify: bool) -> list[Entry]:
             problem = "description is not valid JSON"
         if not sidecars[1].exists():
             problem = "no digest (export unfinished or interrupted)"
-        elif verify and sidecars[1].read_text().strip() != _file_sha256(path):
+        elif verify and sidecars[1].read_text().strip() != file_sha256(path):
             problem = "does not match its digest"
         created = about.get("created", path.stat().st_mtime)
         fields = {k: about[k] for k in ("module", "inputs", "opset", "torch", "extra") if k in about}

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import codecs
 import collections
-import hashlib
 import importlib
 import os
 import pickle
@@ -64,6 +63,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from affbatch.hashing import file_sha256
 from affbatch.models import backbones as bb
 from affbatch.models import vggface_gru_attn as vga
 
@@ -390,11 +390,7 @@ def load_into(model: nn.Module, kind: str, path: str | os.PathLike, *, allow_pic
         raise PretrainedError(f"{kind} weights need the resnet50 variant they were trained with, not {variant!r}")
     cnn = load_backbone(kind, path, feed=feed, allow_pickle=allow_pickle)
     model.cnn.load_state_dict(cnn.state_dict())
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return {"kind": kind, "file": Path(path).name, "sha256": digest.hexdigest(), "feed": feed}
+    return {"kind": kind, "file": Path(path).name, "sha256": file_sha256(path), "feed": feed}
 
 
 def main(argv: list[str] | None = None) -> int:

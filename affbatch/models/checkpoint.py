@@ -13,7 +13,6 @@ and the sha256 of ``model.safetensors`` (checked on load, and recorded in the tr
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import tempfile
@@ -28,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 import affbatch
 from affbatch.errors import UsageError
+from affbatch.hashing import file_sha256
 from affbatch.models import cnn_rnn
 from affbatch.models import vggface_gru_attn as vga
 
@@ -113,14 +113,6 @@ def model_from_config(config: dict) -> torch.nn.Module:
     return _BUILD[config["architecture"]](config)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _replace_atomically(path: Path, write: Callable[[str], None]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -158,7 +150,7 @@ def save_checkpoint(
         weights="trained" if trained else "untrained-init",
         **_DESCRIBE[architecture](model),
         affbatch_version=affbatch.__version__,
-        weights_sha256=_sha256(weights),
+        weights_sha256=file_sha256(weights),
     )
     _replace_atomically(folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
     return Checkpoint(folder, config, config["weights_sha256"])
@@ -197,7 +189,7 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[torch
             f"{config_path}: format {config.get('format')!r}, architecture {architecture!r}; "
             f"expected format {FORMAT!r} with one of: {', '.join(ARCHITECTURES)}"
         )
-    digest = _sha256(weights)
+    digest = file_sha256(weights)
     if config.get("weights_sha256") not in (None, digest):
         raise CheckpointError(
             f"{weights}: sha256 {digest[:12]}… differs from {config['weights_sha256'][:12]}… in {CONFIG_FILE}: "

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from affbatch.hashing import file_sha256
 from affbatch.models import WEIGHTS_DIR
 from affbatch.models import retinaface as rf
 
@@ -303,7 +304,7 @@ class FaceDetector:
         return cls(
             model,
             name="retinaface-mobilenet0.25",
-            weights_sha256=rf.sha256_of(PACKAGED_WEIGHTS),
+            weights_sha256=file_sha256(PACKAGED_WEIGHTS),
             normalization=BIUBUG6,
             options=options or DetectorOptions(),
             runtime=runtime,

@@ -18,7 +18,6 @@ Output: ``loc`` (N, P, 4), ``conf`` (N, P, 2) after a softmax (column 1: face), 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import zipfile
 from pathlib import Path
@@ -27,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from affbatch.hashing import file_sha256
 
 BACKBONES = ("mobilenet0.25", "resnet50")
 STRIDES = (8, 16, 32)
@@ -347,17 +348,9 @@ def build(state_dict: dict[str, torch.Tensor], backbone: str | None = None) -> R
     return model.eval()
 
 
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load(path: str | Path) -> tuple[RetinaFace, str]:
     """(model, sha256 of the file) from a checkpoint ``read_state_dict`` reads."""
-    digest = sha256_of(path)
+    digest = file_sha256(path)
     try:
         model = build(read_state_dict(path))
     except ValueError as error:
