@@ -83,9 +83,10 @@ def machine_info(device: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    from engines.build import resolve_device, resolve_runtime
+    import engines
 
-    device = resolve_device(args.device)
+    placement = engines.resolve("auto", args.device)  # once per run, as a score run does
+    device = placement.device
     machine = machine_info(device)
     suites = args.suites or list(SUITES)
     t_start = time.perf_counter()
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         machine["peak_start"] = peak_gflops(device)
         gflops_s = machine["floor_gflops"] = machine["peak_start"]["gflops"]
         print(peak_lines(machine["peak_start"]), flush=True)
-    default_runtime = resolve_runtime("auto", device)
+    default_runtime = placement.runtime
     done: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="affbatch-bench-") as tmp:
         tmp = Path(tmp)
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             elif suite == "models":
                 results = models.run(tmp, args.repeats, args.quick, device, gflops_s)
             else:
-                from affbatch import decoders
+                from affbatch.video import decoders
 
                 runtimes = args.runtime or ([default_runtime] if args.quick else models.runtimes_for(device))
                 results = faces.run(

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from affbatch import decoders
-from affbatch.probe import probe
-from affbatch.score import ScoreOptions, score, select_frames
+from affbatch.pipeline import ScoreOptions
+from affbatch.run import score_run
+from affbatch.video import decoders
+from affbatch.video.framerate import select_frames
+from affbatch.video.probe import probe
 from bench.measure import PeakMemory, summarise, timed
 from bench.media import write_scene_clip
 from bench.report import memory, rate
@@ -35,10 +37,8 @@ def bench_clip(path: Path, decoder_name: str, fps_mode: str, repeats: int, batch
             pass
 
     def end_to_end():
-        options = ScoreOptions(
-            out=workdir / "bench.arrow", fps=fps_mode, model="none", decoder=decoder_name, batch_size=batch_size
-        )
-        score([path], options)
+        options = ScoreOptions(fps=fps_mode, model="none", decoder=decoder_name, batch_size=batch_size)
+        score_run([path], workdir / "bench.arrow", options)
 
     probed = summarise(info.frames, timed(lambda: probe(path), repeats))
     with PeakMemory() as mem:

@@ -26,8 +26,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from affbatch.score import ScoreOptions, score
-from affbatch.traces import read_table
+from affbatch.output.traces import read_table
+from affbatch.pipeline import ScoreOptions
+from affbatch.run import score_run
 from bench import roofline
 from bench.measure import PeakMemory, Stopwatch, rates_summary, summarise
 from bench.media import face_clip
@@ -53,8 +54,8 @@ def clip_name(res: str, faces: int) -> str:
 
 def model_flops(checkpoint: Path) -> dict:
     """FLOPs per frame or face of every model, counted (``bench.roofline``)."""
+    from affbatch.faces.detector import MAX_SIDE, FaceDetector
     from affbatch.models.checkpoint import resolve_affect_model
-    from affbatch.models.detector import MAX_SIDE, FaceDetector
     from affbatch.models.expression_prior import load_expression_prior
     from affbatch.models.vggface_gru_attn import ATTENTION_LENGTH, FC6_UNITS, SEQUENCE_LENGTH
 
@@ -85,8 +86,8 @@ def pipeline_rates(
     for each clip, the rates of its timed copies, their peak memory and faces per frame."""
     watch = Stopwatch()
     files = [f for copies in clips.values() for f in copies]
-    options = ScoreOptions(out=out, model=model, runtime=runtime, decoder=decoder, batch_size=batch, device=device)
-    summary = score(files, options, watch)
+    options = ScoreOptions(model=model, runtime=runtime, decoder=decoder, batch_size=batch, device=device)
+    summary = score_run(files, out, options, progress=watch)
     if summary.failed:
         raise RuntimeError(f"bench clips failed: {summary.failed}")
     videos = watch.per_video()
@@ -104,7 +105,7 @@ def pipeline_rates(
 
 
 def naive_scorer(model: str, checkpoint: Path, runtime: str, device: str):
-    from affbatch.affect import AffectIdentity, FrameAffect, SequenceAffect
+    from affbatch.affect.runners import AffectIdentity, FrameAffect, SequenceAffect
     from affbatch.models.checkpoint import resolve_affect_model
     from affbatch.models.expression_prior import load_expression_prior
     from affbatch.models.vggface_gru_attn import ATTENTION_LENGTH, SEQUENCE_LENGTH

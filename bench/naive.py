@@ -27,10 +27,10 @@ from pathlib import Path
 import av
 import numpy as np
 
-from affbatch.affect import FrameAffect, SequenceAffect
-from affbatch.crops import crop_faces
-from affbatch.models.detector import DetectorOptions, FaceDetector
-from affbatch.tracking import FaceTracker
+from affbatch.affect.runners import FrameAffect, SequenceAffect
+from affbatch.faces.crops import crop_faces
+from affbatch.faces.detector import DetectorOptions, FaceDetector
+from affbatch.faces.tracking import FaceTracker
 
 ZERO = np.zeros(1, np.int64)
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from affbatch.crops import CROP_SIZE
+from affbatch.faces.crops import CROP_SIZE
 
 
 def count_flops(module: nn.Module, *inputs: torch.Tensor) -> int:
@@ -132,7 +132,7 @@ def peak_gflops(device: str = "cpu", repeats: int = 10) -> dict:
 def detector_flops(network: nn.Module, height: int, width: int, max_side: int) -> int:
     """FLOPs of RetinaFace's ``network`` on one frame of ``height`` x ``width`` source pixels, at
     the input size ``FaceDetector`` gives it (the longer side shrunk to ``max_side``)."""
-    from affbatch.models.detector import network_size
+    from affbatch.faces.detector import network_size
 
     h, w = network_size(height, width, max_side)
     return count_flops(network.eval(), torch.zeros(1, 3, h, w))

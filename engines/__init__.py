@@ -18,22 +18,35 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engines.base import PRECISIONS, Engine, EngineError, EngineOptions, RuntimeUnavailable
+from engines.placement import (
+    DEVICES,
+    PRECISION_CHOICES,
+    RUNTIME_CHOICES,
+    RUNTIMES,
+    Placement,
+    check_device,
+    check_precision,
+    check_runtime,
+)
 
 if TYPE_CHECKING:
     import torch
 
-RUNTIMES = ("onnxruntime", "torch", "tensorrt")
-DEVICES = ("cpu", "cuda")
-
 __all__ = [
     "DEVICES",
     "PRECISIONS",
+    "PRECISION_CHOICES",
     "RUNTIMES",
+    "RUNTIME_CHOICES",
     "Engine",
     "EngineError",
     "EngineOptions",
+    "Placement",
     "RuntimeUnavailable",
     "availability",
+    "check_device",
+    "check_precision",
+    "check_runtime",
     "compile",
     "resolve",
 ]
@@ -65,13 +78,13 @@ def availability() -> dict[str, dict[str, str | None]]:
     return result
 
 
-def resolve(runtime: str = "auto", device: str = "auto") -> tuple[str, str]:
-    """(runtime, device) that ``auto`` picks here, or those asked for if they can run here;
-    :class:`RuntimeUnavailable` says why not."""
-    from engines.build import resolve_device, resolve_runtime
+def resolve(runtime: str = "auto", device: str = "auto", precision: str = "auto") -> Placement:
+    """The :class:`Placement` that ``auto`` picks here, or the one asked for if it can run here;
+    :class:`RuntimeUnavailable` says why not. Callers resolve once per run and compile every
+    model of the run with the result."""
+    from engines.build import resolve
 
-    device = resolve_device(device)
-    return resolve_runtime(runtime, device), device
+    return resolve(runtime, device, precision)
 
 
 def compile(

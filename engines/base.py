@@ -60,12 +60,6 @@ class EngineOptions:
         return {"tf32": self.tf32, "workspace_mib": self.workspace_mib}
 
 
-def check_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise EngineError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    return precision
-
-
 class Engine(ABC):
     """A compiled module: ``engine(*inputs) -> outputs``, both in the order of the names.
 

@@ -9,19 +9,17 @@ at INFO otherwise.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from engines.base import Engine, EngineError, EngineOptions, RuntimeUnavailable, check_precision
+from engines.base import Engine, EngineError, EngineOptions, RuntimeUnavailable
 from engines.onnx_export import DynamicAxes
+from engines.placement import Placement, check_device, check_precision, check_runtime
 
 log = logging.getLogger("engines")
 
-RUNTIME_CHOICES = ("auto", "onnxruntime", "torch", "tensorrt")
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _said: set[str] = set()
 
 
@@ -43,8 +41,7 @@ def cuda_unavailable() -> str | None:
 
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda:0`` when torch sees a GPU, else ``cpu``; ``cuda`` -> ``cuda:0``; checked."""
-    if not _DEVICE.match(device):
-        raise EngineError(f"device {device!r}: choose auto, cpu, cuda or cuda:N")
+    check_device(device)
     if device == "auto":
         why = cuda_unavailable()
         if why is None:
@@ -66,8 +63,7 @@ def resolve_runtime(runtime: str, device: str) -> str:
     from engines.onnxruntime_engine import available as onnxruntime_unavailable
     from engines.tensorrt_engine import available as tensorrt_unavailable
 
-    if runtime not in RUNTIME_CHOICES:
-        raise EngineError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIME_CHOICES)}")
+    check_runtime(runtime)
     if runtime == "tensorrt":
         if why := tensorrt_unavailable():
             raise RuntimeUnavailable(f"tensorrt: {why}")
@@ -97,6 +93,19 @@ def resolve_runtime(runtime: str, device: str) -> str:
     return "torch"
 
 
+def resolve_precision(precision: str, runtime: str, device: str) -> str:
+    """``auto``: float32 everywhere (the precision every runtime is checked against); a
+    precision asked for is passed on, and the runtime says no when it cannot run it."""
+    check_precision(precision)
+    return "fp32" if precision == "auto" else precision
+
+
+def resolve(runtime: str = "auto", device: str = "auto", precision: str = "auto") -> Placement:
+    device = resolve_device(device)
+    runtime = resolve_runtime(runtime, device)
+    return Placement(runtime, device, resolve_precision(precision, runtime, device))
+
+
 def compile_module(
     module: torch.nn.Module,
     example_inputs: tuple[torch.Tensor, ...],
@@ -111,7 +120,7 @@ def compile_module(
     options: EngineOptions | None = None,
 ) -> Engine:
     options = options or EngineOptions()
-    check_precision(precision)
+    check_precision(precision, allow_auto=False)
     device = resolve_device(device)
     runtime = resolve_runtime(runtime, device)
     example_inputs = tuple(t.detach().cpu() for t in example_inputs)

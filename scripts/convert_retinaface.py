@@ -59,7 +59,7 @@ TOLERANCE = 1e-4
 
 
 def cached_wheel_path() -> Path:
-    """Where the wheel is kept for the tests (``tests/test_retinaface.py`` looks here too)."""
+    """Where the wheel is kept for the tests (``tests/faces/test_retinaface.py`` looks here too)."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / "affbatch" / WHEEL_NAME
 

@@ -7,7 +7,7 @@ no PyAV: the benchmark feeds synthetic tensors to the models)::
     python3 scripts/gpu_check.py --skip-tests    # benchmark only
     python3 scripts/gpu_check.py --out DIR       # also DIR/gpu_check.json (default: $OUT if set)
 
-1. ``pytest -m gpu tests/test_engines.py tests/test_engines_gpu.py`` with AFFBATCH_REQUIRE_GPU=1
+1. ``pytest -m gpu tests/engines/test_engines.py tests/engines/test_engines_gpu.py`` with AFFBATCH_REQUIRE_GPU=1
    (a missing GPU fails instead of skipping); TensorRT tests skip if TensorRT is not installed.
 2. frames/s of each model (detector at 640x384, expression prior, VGG-16 fc6 CNN, GRU-attention
    over 80-frame windows) at batch 1, 32 and 256, on torch CUDA fp32 / fp16 / fp16 with CUDA
@@ -57,7 +57,7 @@ def run_tests(timeout_s: float) -> dict:
         "AFFBATCH_CACHE_DIR": tempfile.mkdtemp(prefix="affbatch-gpu-check-"),
     }
     cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "-o", "addopts=-ra"]
-    cmd += ["tests/test_engines.py", "tests/test_engines_gpu.py"]
+    cmd += ["tests/engines/test_engines.py", "tests/engines/test_engines_gpu.py"]
     print("$ AFFBATCH_REQUIRE_GPU=1 " + " ".join(cmd[1:]), flush=True)
     started = time.monotonic()
     try:
@@ -89,7 +89,7 @@ def benchmark(deadline: float) -> list[dict]:
     import torch
 
     import engines
-    from tests.engine_models import SPECS
+    from tests.engines.engine_models import SPECS
 
     rows = []
     trt_missing = engines.availability()["tensorrt"]["cuda"]

@@ -39,7 +39,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import engines  # noqa: E402
-from affbatch.affect import _Temporal  # noqa: E402
+from affbatch.affect.runners import TemporalOutputs  # noqa: E402
 from affbatch.models import rnns  # noqa: E402
 from affbatch.models.backbones import backbone_width  # noqa: E402
 from affbatch.models.cnn_rnn import CnnRnn, RNNAttention, architecture_name  # noqa: E402
@@ -93,7 +93,7 @@ def tensorrt_check(*engines_: engines.Engine) -> str:
 def measure(name: str, model: CnnRnn, cnn_engine, frames: int, cache: Path) -> dict:
     width = backbone_width(model.cnn)
     temporal_engine = engines.compile(
-        _Temporal(model.temporal),
+        TemporalOutputs(model.temporal),
         (torch.zeros(1, 3, width),),
         ["features"],
         ["valence_arousal"],

@@ -43,7 +43,7 @@ def make_clip(tmp_path: Path):
     """make_clip(name, frames=.., fps=.., **write_coded_clip options) -> Path of a coded clip."""
 
     # Imported here: PyAV is not needed by the tests that do not make clips (the GPU machine has none).
-    from affbatch.synthetic import constant_rate_pts, write_coded_clip
+    from tests.support.coded_clips import constant_rate_pts, write_coded_clip
 
     def make(name: str, frames: int = 30, fps: Fraction | int = 30, pts=None, time_base=None, **options) -> Path:
         time_base = time_base or 1 / Fraction(fps)
@@ -63,3 +63,14 @@ def private_model_cache(tmp_path_factory):
         os.environ.pop("AFFBATCH_CACHE_DIR", None)
     else:
         os.environ["AFFBATCH_CACHE_DIR"] = previous
+
+
+@pytest.fixture(scope="module")
+def vggface_model():
+    """``vggface-gru-attn`` with seeded random weights, in eval mode: one per test module."""
+    import torch
+
+    from affbatch.models.vggface_gru_attn import VGGFaceGRUAttention
+
+    torch.manual_seed(0)
+    return VGGFaceGRUAttention().eval()

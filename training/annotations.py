@@ -7,7 +7,7 @@ label format, the way each annotator exports their own work from the annotation 
     RAW/<annotator>/<label name>.txt     e.g. RAW/ann1/video12.txt, RAW/ann1/video7_left.txt
 
 Each file: first line ``valence,arousal``, line k+1 holds the annotator's value at frame k of the
-video, ``-5`` where the annotator gave no value (read with :func:`affbatch.labels.read_label_file`,
+video, ``-5`` where the annotator gave no value (read with :func:`affbatch.evaluation.labels.read_label_file`,
 which also checks the range [-1, 1]). The annotator's name is the folder's name; label names
 follow the Aff-Wild2 convention (``<video>_left`` / ``<video>_right`` for two people).
 Annotators' traces of one video may differ in length (an annotator who stopped early): the
@@ -44,7 +44,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from affbatch.errors import LabelError, UsageError
-from affbatch.labels import INVALID_LABEL, read_label_file
+from affbatch.evaluation.labels import INVALID_LABEL, read_label_file
 from training.labels_io import write_label_file
 
 #: The paper's median filter sizes in frames at 30 fps (0.1, 0.5 and 1 s); 30 was chosen.

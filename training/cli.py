@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from affbatch.cli_support import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CommandLine
+from affbatch.cli.support import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CommandLine
 from affbatch.errors import AffbatchError, UsageError
 
 app = typer.Typer(
@@ -214,7 +214,7 @@ def evaluate_command(
 
 
 def render_scores(result) -> str:
-    from affbatch.evaluate import render_scores as table
+    from affbatch.evaluation.evaluate import render_scores as table
 
     return "\n".join(table(result.labels, result.overall))
 

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from affbatch.cli_support import CommandLine
+from affbatch.cli.support import CommandLine
 from affbatch.errors import AffbatchError, UsageError
 from training.annotations import DEFAULT_FILTER_SIZE
 

@@ -28,7 +28,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from affbatch.crops import PIXEL_RANGE
+from affbatch.faces.crops import PIXEL_RANGE
 from affbatch.models.vggface_gru_attn import SEQUENCE_LENGTH
 from training.store import CropStore, TrackEntry
 
@@ -148,6 +148,6 @@ class BatchLoader:
         batches = (self.assemble(w) for w in self.sampler.batches(epoch, start))
         if prefetch <= 0:
             return batches
-        from affbatch.score import prefetch as in_background
+        from affbatch.pipeline import prefetch as in_background
 
         return in_background(batches, depth=prefetch)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from affbatch.crops import crop_faces
+from affbatch.faces.crops import crop_faces
 from affbatch.models.vggface_gru_attn import SEQUENCE_LENGTH
 from training.store import CropStore, StoreWriter, crops_to_uint8
 from training.synthetic_faces import FPS, draw_video, make_identities

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from affbatch.crops import CROP_SIZE
+from affbatch.faces.crops import CROP_SIZE
+from affbatch.files import atomic_path
 from training.data import to_model_input
 from training.store import CropStore, TrackEntry
 
@@ -91,12 +91,11 @@ def build_feature_cache(
     with torch.inference_mode():
         blank = torch.zeros(1, 1, CROP_SIZE, CROP_SIZE, 3, dtype=torch.uint8)
         width = cnn(to_model_input(blank).flatten(0, 1).to(device)).shape[1]
-    tmp = folder / f".{path.name}.{os.getpid()}.tmp"
-    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(total, width))
     t0 = last = time.perf_counter()
     done = 0
     try:
-        with torch.inference_mode():
+        with atomic_path(path) as tmp, torch.inference_mode():
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(total, width))
             for entry in tracks:
                 for a in range(0, entry.rows, batch_size):
                     b = min(a + batch_size, entry.rows)
@@ -110,11 +109,9 @@ def build_feature_cache(
                         left = (total - done) / rate
                         report(f"caching CNN features: {done}/{total} frames, {rate:.0f}/s, {left:.0f} s left")
                         last = now
-        array.flush()
-        del array
-        os.replace(tmp, path)
+            array.flush()
+            del array
     finally:
-        tmp.unlink(missing_ok=True)
         cnn.to(memory_format=torch.contiguous_format)
         cnn.train(was_training)
     (folder / f"features-{key}.json").write_text(

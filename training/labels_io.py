@@ -1,4 +1,4 @@
-"""Writing Aff-Wild2 label files (the format of :mod:`affbatch.labels`, which reads them).
+"""Writing Aff-Wild2 label files (the format of :mod:`affbatch.evaluation.labels`, which reads them).
 
 ``<name>.txt``: first line ``valence,arousal``, line k+1 holds frame k, ``-5`` marks a frame
 without a valid label. Everything the training package produces as labels (aggregated
@@ -8,14 +8,13 @@ annotations, RECOLA gold standards) goes through :func:`write_label_file`, so th
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from affbatch.errors import LabelError
-from affbatch.labels import HEADER, INVALID_LABEL, LABEL_RANGE
+from affbatch.evaluation.labels import HEADER, INVALID_LABEL, LABEL_RANGE
+from affbatch.files import write_text_atomically
 
 #: Decimals written per value: the annotation tools' joysticks resolve far less than 1e-6.
 DECIMALS = 6
@@ -54,12 +53,5 @@ def write_label_file(path: Path, valence, arousal) -> Path:
         for x, y, bad in zip(v.tolist(), a.tolist(), invalid.tolist(), strict=True)
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write("\n".join(lines) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, "\n".join(lines) + "\n")
     return path

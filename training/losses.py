@@ -1,7 +1,7 @@
 """The paper's loss: ``1 - (CCC_a + CCC_v) / 2`` (eq. 2), with a differentiable CCC (eq. 1).
 
 ``CCC = 2 s_xy / (s_x^2 + s_y^2 + (mean_x - mean_y)^2)`` with population (1/N) variances and
-covariance, as eq. 1 and ``affbatch.metrics.ccc``.
+covariance, as eq. 1 and ``affbatch.evaluation.metrics.ccc``.
 
 **Over what the CCC is computed: the whole batch.** Each dimension's CCC is taken over all
 frames of the batch at once (4 x 80 = 320 values), not per sequence and then averaged. Why:
@@ -35,7 +35,7 @@ def ccc(pred: torch.Tensor, target: torch.Tensor, dim=None) -> torch.Tensor:
     covariance = (dx * dy).mean(dim=dim)
     var_x = (dx * dx).mean(dim=dim)
     var_y = (dy * dy).mean(dim=dim)
-    # The difference of the means as the mean of the differences, as affbatch.metrics.ccc.
+    # The difference of the means as the mean of the differences, as affbatch.evaluation.metrics.ccc.
     mean_difference = (x - y).mean(dim=dim)
     return 2 * covariance / (var_x + var_y + mean_difference**2 + EPS)
 

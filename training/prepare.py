@@ -8,7 +8,7 @@ Two sources:
   ``--fps native`` is the default: the label files index the frames of the videos as
   distributed. Label files join the tracks as ``affbatch eval`` joins them: a plain file to the
   longest track, ``_left``/``_right`` to the two longest by median box centre x
-  (``affbatch.evaluate.pick_track``), each row labelled with its source frame's values.
+  (``affbatch.evaluation.evaluate.pick_track``), each row labelled with its source frame's values.
 * **cropped_aligned** frames (``DIR/<name>/<00001>.jpg``, numbered from 1: file k is source
   frame k - 1): each folder is one person's track; the picture (112x112 in Aff-Wild2) is
   resized to 96x96 by ``crop_faces`` with a box whose crop square is the whole picture, so the
@@ -31,11 +31,11 @@ from pathlib import Path
 import av
 import numpy as np
 
-from affbatch.affect import AffectIdentity, FrameAffect
-from affbatch.crops import CROP_MARGIN, CROP_SIZE, crop_faces
 from affbatch.errors import UsageError, VideoError
-from affbatch.evaluate import pick_track
-from affbatch.labels import PERSON_SUFFIXES, LabelFile, read_label_dir, split_person
+from affbatch.evaluation.evaluate import pick_track
+from affbatch.evaluation.labels import PERSON_SUFFIXES, LabelFile, read_label_dir, split_person
+from affbatch.faces.crops import CROP_MARGIN, CROP_SIZE, crop_faces
+from affbatch.pipeline import as_video_error
 from training.store import SHARD_ROWS, StoreSummary, StoreWriter, crops_to_uint8
 
 FPS_CHOICES = ("native", "30")
@@ -192,29 +192,19 @@ def _run_inputs(writer: StoreWriter, todo: list, summary: StoreSummary, options:
 # -- from videos -------------------------------------------------------------------------------
 
 
-class _CropCollector(FrameAffect):
-    """Stands in for the affect model inside ``affbatch.faces.FaceAffectAnalyzer``.
-
-    Running score's own analyser (not a copy of it) gives the very tracks, ids and rows that
-    ``affbatch score`` gives. Crops go to a spill file on disk (a long video's crops do not fit
-    in memory); the "valence" it returns is each crop's row number in that file, which
-    ``finish()`` carries through to the output rows.
-    """
+class _CropSpill:
+    """The crops the Scorer's crop hook hands out for one video, in a spill file on disk (a long
+    video's crops do not fit in memory), numbered as the hook numbers them."""
 
     def __init__(self, folder: Path):
-        # No super().__init__: there is no network to compile.
-        self.identity = AffectIdentity("crops", None, "crop collector for affbatch-train prepare")
         self.file = tempfile.NamedTemporaryFile(dir=folder, prefix="crops-", suffix=".u8")  # noqa: SIM115 (closed by close())
         self.count = 0
 
-    def __call__(self, crops: np.ndarray) -> np.ndarray:
-        u8 = crops_to_uint8(crops)
-        self.file.write(u8.tobytes())
-        ids = np.arange(self.count, self.count + len(u8), dtype=np.float32)
-        self.count += len(u8)
-        if self.count >= 2**24:  # float32 holds integers exactly up to 2**24
-            raise VideoError(f"more than {2**24} face detections in one video")
-        return np.stack([ids, np.zeros_like(ids)], axis=1)
+    def __call__(self, video, detection: np.ndarray, crops: np.ndarray) -> None:
+        if len(detection) and detection[0] != self.count:  # the hook's numbers are consecutive from 0
+            raise RuntimeError(f"crop {detection[0]} arrived after {self.count} crops")
+        self.file.write(crops_to_uint8(crops).tobytes())
+        self.count += len(crops)
 
     def crops(self) -> np.ndarray:
         self.file.flush()
@@ -226,32 +216,27 @@ class _CropCollector(FrameAffect):
         self.file.close()
 
 
-def _make_detector(options: PrepareOptions):
-    from affbatch.models.detector import FaceDetector
-    from engines import EngineError
-    from engines.build import resolve_device
+def make_scorer(options: PrepareOptions):
+    """The Scorer of ``affbatch score`` with the detector and tracks only (no affect model)."""
+    from affbatch.affect.resolve import FACES_ONLY
+    from affbatch.pipeline import ScoreOptions, Scorer
 
-    try:
-        device = resolve_device(options.device)
-    except EngineError as exc:
-        raise UsageError(f"--device: {exc}") from None
-    if options.detector == "auto":
-        return FaceDetector.default(device=device)
-    try:
-        return FaceDetector.from_checkpoint(options.detector, device=device)
-    except FileNotFoundError:
-        raise UsageError(f"--detector {options.detector}: file not found") from None
-    except (ValueError, KeyError, RuntimeError) as exc:
-        raise UsageError(f"--detector {options.detector}: not a RetinaFace checkpoint ({exc})") from None
+    return Scorer(
+        ScoreOptions(
+            fps=options.fps,
+            model=FACES_ONLY,
+            detector=options.detector,
+            device=options.device,
+            decoder=options.decoder,
+            batch_size=options.batch_size,
+            align=options.align,
+        )
+    )
 
 
 def prepare_videos(paths: list[str | Path], options: PrepareOptions, report: Report = print) -> StoreSummary:
     """Videos (files or folders) + ``options.labels`` -> a store in ``options.out``."""
-    from affbatch.decoders import get_decoder
-    from affbatch.faces import FaceAffectAnalyzer
-    from affbatch.inputs import collect_videos
-    from affbatch.probe import probe
-    from affbatch.score import as_video_error, prefetch, select_frames
+    from affbatch.video.inputs import collect_videos
 
     t_start = time.perf_counter()
     videos = collect_videos(paths)
@@ -267,14 +252,14 @@ def prepare_videos(paths: list[str | Path], options: PrepareOptions, report: Rep
             todo.append((video, matched))
         else:
             summary.skipped.append(video.name)
-    decoder = get_decoder(options.decoder)
-    detector = _make_detector(options)
+    scorer = make_scorer(options)
+    identity = scorer.analyzer.identity
     settings = {
         "source": "videos",
         "fps": options.fps,
-        "detector": detector.name,
-        "detector_sha256": detector.weights_sha256,
-        "decoder": decoder.name,
+        "detector": identity.detector,
+        "detector_sha256": identity.detector_sha256,
+        "decoder": scorer.decoder.name,
         "align": options.align,
         "labels": _folder_setting(options.labels),
     }
@@ -282,41 +267,39 @@ def prepare_videos(paths: list[str | Path], options: PrepareOptions, report: Rep
 
         def do_one(item) -> dict:
             video, matched = item
-            collector = _CropCollector(writer.folder)
+            spill = _CropSpill(writer.folder)
             try:
-                info = probe(video.path)
-                slots, _ = select_frames(info, options.fps)
-                analyzer = FaceAffectAnalyzer(detector, collector, align=options.align)
-                analyzer.start(info, slots)
-                for batch in prefetch(decoder.frames(info, np.unique(slots), options.batch_size)):
-                    analyzer.add(batch)
-                faces = analyzer.finish(slots)
-                written = _write_video_tracks(writer, video.name, slots, faces, collector, matched, info.width, options)
-                return {"video": video.name, "status": "ok", "error": None, "frames": len(slots), **written}
+                result = scorer.score(video, on_crops=spill)
+                if not result.ok:
+                    return {"video": video.name, "status": "failed", "error": result.error}
+                written = _write_video_tracks(writer, video.name, result, spill.crops(), matched, options)
+                return {"video": video.name, "status": "ok", "error": None, "frames": result.row.frames, **written}
             except Exception as exc:  # one video's failure, whatever it is, must not end the run
                 writer.discard_track()
                 message = str(as_video_error(video, exc))
-                prefix = f"{video.path}: "
-                return {"video": video.name, "status": "failed", "error": message.removeprefix(prefix)}
+                return {"video": video.name, "status": "failed", "error": message.removeprefix(f"{video.path}: ")}
             finally:
-                collector.close()
+                spill.close()
 
         _run_inputs(writer, [(v.name, v.path, (v, m)) for v, m in todo], summary, options, report, do_one)
     return _finish(summary, writer, t_start)
 
 
-def _write_video_tracks(writer, video, slots, faces, collector, matched, width, options) -> dict:
+def _write_video_tracks(writer, video: str, result, crops: np.ndarray, matched, options) -> dict:
     """Store the tracks the label files match (all tracks without labels); returns what was stored."""
     stored, unmatched = [], []
-    if faces is None:
-        faces = {k: np.zeros(0, np.float32) for k in ("frame", "x1", "y1", "x2", "y2", "valence")}
-        faces["track"] = np.zeros(0, np.int32)
-    rows = {"track": faces["track"].astype(np.int64), "x1": faces["x1"], "x2": faces["x2"]}
+    table = result.table
+    has_face = table.column("track").is_valid().to_numpy(zero_copy_only=False)
+    faces = {
+        name: table.column(name).to_numpy(zero_copy_only=False)[has_face]
+        for name in ("frame", "source_frame", "track", "x1", "y1", "x2", "y2")
+    }
+    faces["crop"] = result.crop_index[has_face]
+    width = result.row.width
     if matched == [(None, None)]:
         pairs = [(None, int(t)) for t in np.unique(faces["track"])]
     else:
-        pairs = [(label, pick_track(rows, person, width)) for label, person in matched]
-    crops = collector.crops()
+        pairs = [(label, pick_track(faces, person, width)) for label, person in matched]
     for label, track in pairs:
         if track is None:  # a label file without a face track: listed, all its valid frames missing
             unmatched.append(label.name)
@@ -325,9 +308,9 @@ def _write_video_tracks(writer, video, slots, faces, collector, matched, width, 
             writer.begin_track({**meta, "valid_labels": valid, "missing": valid})
             writer.end_track()
             continue
-        pick = np.flatnonzero(faces["track"] == track)  # frame order: finish() sorts by frame
-        frame = faces["frame"][pick]
-        source = np.asarray(slots)[frame]
+        pick = np.flatnonzero(faces["track"] == track)  # frame order: traces rows are sorted by frame
+        frame = faces["frame"][pick].astype(np.int64)
+        source = faces["source_frame"][pick].astype(np.int64)
         valence, arousal, valid, missing = label_values(label, source)
         writer.begin_track(
             {
@@ -339,14 +322,14 @@ def _write_video_tracks(writer, video, slots, faces, collector, matched, width, 
                 "missing": missing,
             }
         )
-        detection = faces["valence"][pick].astype(np.int64)
+        crop = faces["crop"][pick]
         for a in range(0, len(pick), WRITE_CHUNK):
             part = slice(a, a + WRITE_CHUNK)
             writer.append(
                 {
                     "frame": frame[part],
                     "source_frame": source[part],
-                    "crop": np.asarray(crops[detection[part]]),
+                    "crop": np.asarray(crops[crop[part]]),
                     **{c: faces[c][pick][part] for c in ("x1", "y1", "x2", "y2")},
                     "valence": valence[part],
                     "arousal": arousal[part],

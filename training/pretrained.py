@@ -63,7 +63,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from affbatch.hashing import file_sha256
+from affbatch.files import file_sha256
 from affbatch.models import backbones as bb
 from affbatch.models import vggface_gru_attn as vga
 

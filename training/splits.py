@@ -39,15 +39,14 @@ import csv
 import hashlib
 import io
 import json
-import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from affbatch.errors import LabelError, UsageError
-from affbatch.labels import PERSON_SUFFIXES, read_label_dir, split_person
+from affbatch.evaluation.labels import PERSON_SUFFIXES, read_label_dir, split_person
+from affbatch.files import write_text_atomically
 
 SPLITS = ("train", "validation", "test")
 #: The paper's split in videos (Section II-F); only the proportions matter.
@@ -285,10 +284,7 @@ def _write(options: SplitOptions, people: Sequence[Person], result: SplitResult)
         text = buffer.getvalue()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, out)
+        write_text_atomically(out, text)
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
 

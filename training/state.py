@@ -15,15 +15,15 @@ run killed while saving leaves the previous state intact.
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, safe_open, save_file
+
+from affbatch.files import atomic_path
 
 STATE_FILE = "train-state.safetensors"
 STATE_FORMAT = "affbatch-train-state"
@@ -84,14 +84,8 @@ def save_state(
         "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
     }
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"state": json.dumps(meta)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"state": json.dumps(meta)})
 
 
 def read_progress(path: Path) -> dict[str, Any]:

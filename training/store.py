@@ -23,7 +23,7 @@ grouped by track: a track's rows are contiguous and in frame order, in one or mo
 | x1, y1, x2, y2 | float32, null | the face box in source pixels (null where not known) |
 | valence, arousal | float32, null | the label of source_frame; null where there is no valid label |
 
-Crops are ``affbatch.crops.crop_faces``' [-1, 1] output quantised to 0..255 (half a grey level
+Crops are ``affbatch.faces.crops.crop_faces``' [-1, 1] output quantised to 0..255 (half a grey level
 at most: 1/255 of the range); a loader maps them back to [-1, 1] at batch time.
 
 ``manifest.json``: ``format``, ``format_version``, ``settings`` (source, fps, detector and its
@@ -40,7 +40,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +50,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import affbatch
-from affbatch.crops import CROP_MARGIN, CROP_SIZE, PIXEL_RANGE
+from affbatch import files
 from affbatch.errors import AffbatchError, UsageError
+from affbatch.faces.crops import CROP_MARGIN, CROP_SIZE, PIXEL_RANGE
 
 FORMAT = "affbatch-crop-store"
 FORMAT_VERSION = 1
@@ -66,7 +66,7 @@ SHARD_ROWS = 16384
 #: Rows per Arrow record batch: the unit a reader slices; 1024 crops are 28 MB.
 BATCH_ROWS = 1024
 #: The crop function whose output the store holds; bump when crop_faces changes its pixels.
-CROP_FUNCTION = {"function": "affbatch.crops.crop_faces", "version": 1, "size": CROP_SIZE, "margin": CROP_MARGIN}
+CROP_FUNCTION = {"function": "affbatch.faces.crops.crop_faces", "version": 1, "size": CROP_SIZE, "margin": CROP_MARGIN}
 
 SCHEMA = pa.schema(
     [
@@ -357,15 +357,8 @@ class StoreWriter:
 
 
 def write_json_atomically(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """The store's JSON files: indented by one, for people who read them."""
+    files.write_json_atomically(path, data, indent=1)
 
 
 class _Shard:

@@ -12,7 +12,7 @@ smooth random curves: sums of slow sinusoids, clipped to [-1, 1].
 
 So the labels reach the images only through the drawn features, as in real data, and every
 nuisance a model must ignore is there too. The faces are drawn, so no face detector is needed:
-crops are cut by ``affbatch.crops.crop_faces`` from the known (jittered) boxes.
+crops are cut by ``affbatch.faces.crops.crop_faces`` from the known (jittered) boxes.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from affbatch.framerate import PAPER_FPS
+from affbatch.video.framerate import PAPER_FPS
 
 #: Frame size of the drawn videos (the face fills most of it, as in a close-up).
 FRAME_SIZE = 144

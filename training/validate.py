@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from affbatch.evaluate import Scores, scores_of
+from affbatch.evaluation.evaluate import Scores, scores_of
 from affbatch.models.vggface_gru_attn import predict_track
 from training.data import to_model_input
 from training.features import FeatureCache

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 import affbatch
 from affbatch.errors import UsageError
-from affbatch.hashing import file_sha256
+from affbatch.files import atomic_path, file_sha256, write_json_atomically
 from affbatch.models import cnn_rnn
 from affbatch.models import vggface_gru_attn as vga
 
@@ -46,7 +45,7 @@ ARCHITECTURES: dict[str, Callable[..., torch.nn.Module]] = {
 }
 
 HOW_TO_GET_ONE = (
-    "train one with `affbatch-train fit` (the training package, not in this version yet), "
+    "train one with `affbatch-train fit` (the README's training section; `affbatch-train demo` trains a small one), "
     f"or pass a checkpoint folder ({WEIGHTS_FILE} + {CONFIG_FILE}): --model path/to/checkpoint/"
 )
 
@@ -113,17 +112,6 @@ def model_from_config(config: dict) -> torch.nn.Module:
     return _BUILD[config["architecture"]](config)
 
 
-def _replace_atomically(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(
     model: torch.nn.Module, folder: str | os.PathLike, *, trained: bool, extra: Mapping[str, Any] | None = None
 ) -> Checkpoint:
@@ -141,7 +129,8 @@ def save_checkpoint(
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
     weights = folder / WEIGHTS_FILE
-    _replace_atomically(weights, lambda tmp: save_file(tensors, tmp, metadata={"architecture": architecture}))
+    with atomic_path(weights) as tmp:
+        save_file(tensors, str(tmp), metadata={"architecture": architecture})
     config: dict[str, Any] = dict(extra or {})
     config.update(
         format=FORMAT,
@@ -152,7 +141,7 @@ def save_checkpoint(
         affbatch_version=affbatch.__version__,
         weights_sha256=file_sha256(weights),
     )
-    _replace_atomically(folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
+    write_json_atomically(folder / CONFIG_FILE, config, indent=2)
     return Checkpoint(folder, config, config["weights_sha256"])
 
 

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from safetensors.torch import load
 from torch import nn
 
-from affbatch.crops import CROP_SIZE
+from affbatch.faces.crops import CROP_SIZE
 
 #: The network's classes, in the order of its outputs (fer's ``_get_labels``; FER-2013's order).
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -192,7 +192,7 @@ def antialias_resize_matrix(in_size: int, out_size: int) -> torch.Tensor:
 class ExpressionPrior(nn.Module):
     """Crops -> (valence, arousal) through the mini-Xception's class probabilities.
 
-    Input: (N, 3, 96, 96) float32 RGB crops in [-1, 1] (``affbatch.crops``). Inside: BT.601 luma
+    Input: (N, 3, 96, 96) float32 RGB crops in [-1, 1] (``affbatch.faces.crops``). Inside: BT.601 luma
     (the [-1, 1] range carries over, since the weights sum to 1: it is the network's own input
     scaling), antialiased resize to 64x64, mini-Xception, softmax.
     Output: (N, 2) float32 valence, arousal in [-1, 1]; with ``return_probs`` the tuple

@@ -11,7 +11,7 @@ bias and the BN slots in the ``nn.Sequential`` blocks are ``nn.Identity`` (kept 
 conv indices, hence the parameter names, are the checkpoints' own). The packaged MobileNet-0.25
 weights come folded; a checkpoint with BN keys is folded at load time by ``fold_batchnorm``.
 
-Input: float32 (N, 3, H, W), normalised as the weights expect (see ``affbatch.models.detector``).
+Input: float32 (N, 3, H, W), normalised as the weights expect (see ``affbatch.faces.detector``).
 Output: ``loc`` (N, P, 4), ``conf`` (N, P, 2) after a softmax (column 1: face), ``landmarks``
 (N, P, 10), P = 2 * sum over strides s of ceil(H/s) * ceil(W/s), in ``prior_boxes`` order.
 """
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from affbatch.hashing import file_sha256
+from affbatch.files import file_sha256
 
 BACKBONES = ("mobilenet0.25", "resnet50")
 STRIDES = (8, 16, 32)

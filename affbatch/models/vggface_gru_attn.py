@@ -52,8 +52,8 @@ from torch import nn
 # --- numbers from the paper (shared/paper/aff-wild2.txt) -----------------------------------
 # The crop (96x96x3, intensities in [-1, 1], Section III-A) and the frame rate (30 fps,
 # Section II-C) are defined once, where the pipeline makes them.
-from affbatch.crops import CROP_SIZE  # noqa: E402
-from affbatch.framerate import PAPER_FPS  # noqa: E402
+from affbatch.faces.crops import CROP_SIZE  # noqa: E402
+from affbatch.video.framerate import PAPER_FPS  # noqa: E402
 
 FPS = int(PAPER_FPS)
 #: The RNN is fed with the output of VGGFACE's first fully connected layer, fc6 (Sections III-B.2-3);

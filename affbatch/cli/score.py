@@ -1,0 +1,77 @@
+"""``affbatch score``: options in, a :func:`affbatch.run.score_run` call, a summary out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from affbatch.cli.support import CLI, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from affbatch.errors import AffbatchError
+
+
+def score_command(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Video files and folders (searched recursively).", show_default=False)
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Traces file to write (Arrow IPC), e.g. traces.arrow.")],
+    fps: Annotated[
+        str, typer.Option(help="Output frame rate: 30 (the paper's, as ffmpeg -vf fps=30) or native.")
+    ] = "30",
+    model: Annotated[
+        str,
+        typer.Option(
+            help="auto/prior (embedded expression prior), a checkpoint folder (vggface-gru-attn), none, or faces."
+        ),
+    ] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    runtime: Annotated[str, typer.Option(help="auto, onnxruntime, torch or tensorrt.")] = "auto",
+    decoder: Annotated[str, typer.Option(help="auto, pyav or dali.")] = "auto",
+    detector: Annotated[
+        str, typer.Option(help="auto (packaged RetinaFace MobileNet-0.25) or a RetinaFace ResNet-50 checkpoint file.")
+    ] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Frames per batch.")] = 64,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Keep the videos an interrupted run with the same OUT and settings finished."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout at the end.")] = False,
+) -> None:
+    """Score videos into per-frame valence/arousal traces (OUT) and a manifest (OUT's stem + .videos.arrow)."""
+    from affbatch.cli.progress import make_progress
+    from affbatch.pipeline import ScoreOptions
+    from affbatch.run import score_run
+
+    try:
+        options = ScoreOptions(
+            fps=fps,
+            model=model,
+            device=device,
+            runtime=runtime,
+            decoder=decoder,
+            detector=detector,
+            batch_size=batch_size,
+        )
+        summary = score_run(paths, out, options, resume=resume, progress=make_progress())
+    except KeyboardInterrupt:
+        typer.echo(f"affbatch: interrupted; finished videos are kept: rerun with --resume to complete {out}", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except AffbatchError as exc:
+        raise CLI.fail(exc) from None
+    except Exception as exc:  # a bug: one line here, the traceback with --debug
+        raise CLI.bug(exc) from None
+    failed = summary.failed
+    ok = len(summary.rows) - len(failed)
+    msg = (
+        f"{ok} of {len(summary.rows)} videos scored, {summary.frames} frames in {summary.seconds:.1f} s"
+        + (f" ({summary.reused} reused)" if summary.reused else "")
+        + f": {summary.out} and {summary.manifest}"
+    )
+    typer.echo(msg, err=True)
+    for row in failed:
+        typer.echo(f"failed: {row.video}: {row.error}", err=True)
+    if as_json:
+        typer.echo(json.dumps(summary.to_json(), indent=2))
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
