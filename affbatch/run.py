@@ -96,6 +96,8 @@ def score_run(
     videos = collect_videos(paths)
     if not videos:
         raise UsageError(f"no video files found in {', '.join(map(str, paths))}")
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers {workers}: must be at least 1")
     options = scorer.options if scorer is not None else options or ScoreOptions()
     if scorer is None and ray is None:
         from affbatch.scale import default_workers

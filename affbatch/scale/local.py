@@ -145,7 +145,7 @@ class WorkerPool:
                 f"a worker process could not start ({describe_exit(worker.process.exitcode)})"
             ) from None
         if kind == "error":
-            raise AffbatchError(payload)
+            raise payload
         if self.info and payload["settings"] != self.info["settings"]:  # same options: a bug
             raise RuntimeError(f"workers disagree on settings: {payload['settings']} vs {self.info['settings']}")
         self.info = self.info or payload
@@ -215,7 +215,7 @@ class WorkerPool:
                 self.info = self.info or payload
                 worker.ready = True
             elif kind == "error":  # a fresh worker that cannot start where the first ones could
-                raise AffbatchError(payload)
+                raise payload
         if worker.process.is_alive():
             return  # still working; or its pipe closed and its sentinel will fire next
         yield from self._died(worker, queue, attempts, progress)

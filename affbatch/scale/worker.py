@@ -109,17 +109,17 @@ def _exit_with_parent(parent: int) -> None:
 def serve(conn, spec: WorkerSpec, parent: int) -> None:
     """A local worker process's main: build, say ready (or why not), then score until told to
     stop or the pipe closes. Messages to the parent: ``("ready", describe())``, ``("error",
-    reason)``, ``("frames", n)``, ``("result", VideoResult)``."""
+    AffbatchError)``, ``("frames", n)``, ``("result", VideoResult)``."""
     # Ctrl-C reaches every process of the terminal's group: the parent alone decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent(parent)
     try:
         worker = WorkerScorer(spec)
-    except AffbatchError as exc:
-        conn.send(("error", str(exc)))
+    except AffbatchError as exc:  # its class says how the CLI exits (a UsageError: status 2)
+        conn.send(("error", exc))
         return
     except Exception as exc:  # a bug, or a library that failed to load: one line for the parent
-        conn.send(("error", f"worker could not start: {type(exc).__name__}: {exc}"))
+        conn.send(("error", AffbatchError(f"a worker could not start: {type(exc).__name__}: {exc}")))
         return
     conn.send(("ready", worker.describe()))
     forward = _Forward(conn.send)
