@@ -80,8 +80,10 @@ def test_an_actor_killed_mid_video_is_restarted_and_its_video_redone(ray_cluster
         first_seen: dict[int, float] = {}
         while not killed and time.monotonic() < deadline:
             for pid, title in ray_cluster.actors().items():
-                scoring_for = time.monotonic() - first_seen.setdefault(pid, time.monotonic())
-                if title == "ray::VideoActor.score" and scoring_for > 0.3:
+                if title != "ray::VideoActor.score":
+                    first_seen.pop(pid, None)
+                    continue
+                if time.monotonic() - first_seen.setdefault(pid, time.monotonic()) > 0.3:
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
                     break
