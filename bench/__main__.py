@@ -4,8 +4,9 @@
 native. ``models``: each model stage alone (detector, prior, VGG-16 to fc6, GRU + attention) per
 runtime and batch size, next to its compute floor. ``faces``: ``affbatch score`` end to end on
 360p/720p/1080p clips with one and two faces, with the prior and with vggface-gru-attn, next to a
-naive baseline and the compute floor. Medians and spreads of repeated runs after a warm-up, peak
-memory; JSON, Markdown and PNG plots go to --out.
+naive baseline and the compute floor. ``scale``: frames/s with 1..N worker processes beside one
+process, and the per-video cost of a worker (``affbatch score --workers``). Medians and spreads
+of repeated runs after a warm-up, peak memory; JSON, Markdown and PNG plots go to --out.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import decode, faces, models, plots
+from bench import decode, faces, models, plots, scale
 from bench.report import write_suite
 
-SUITES = ("decode", "models", "faces")
+SUITES = ("decode", "models", "faces", "scale")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -49,6 +50,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument(
         "--naive-frames", type=int, default=None, help="frames of each naive run (default: the whole clip; quick 6)"
+    )
+    parser.add_argument(
+        "--max-workers",
+        type=int,
+        default=None,
+        help="scale: worker processes up to this many (default: the CPUs, at least 2)",
     )
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
@@ -112,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                     results += decode.run(tmp, args.seconds, args.repeats, batch, args.quick)
             elif suite == "models":
                 results = models.run(tmp, args.repeats, args.quick, device, gflops_s)
+            elif suite == "scale":
+                results = scale.run(tmp, args.seconds, args.repeats, args.device, args.max_workers)
             else:
                 from affbatch.video import decoders
 
@@ -166,6 +175,10 @@ def write(suite: str, results, machine: dict, args: argparse.Namespace) -> tuple
     elif suite == "models":
         table = models.markdown(results, machine, args.repeats)
         plot = plots.models_plot(results, machine, args.out / "models.png")
+    elif suite == "scale":
+        table = scale.markdown(results, machine, args.repeats)
+        json_path, md_path = write_suite(args.out, suite, machine, results, table)
+        return table, [json_path, md_path]
     else:
         table = faces.markdown(results, machine, args.repeats, args.naive_frames)
         plot = plots.faces_plot(results, machine, args.out / "faces.png")
