@@ -107,6 +107,7 @@ def test_a_worker_killed_mid_video_costs_only_that_video(tmp_path):
     assert len(recorder.assigned["long.mp4"]) == 2 and recorder.assigned["long.mp4"][1] != killed[0]
     assert all(len(p) == 1 for n, p in recorder.assigned.items() if n != "long.mp4")
     assert any(f"worker {killed[0]} died (killed by SIGKILL) while scoring long.mp4" in n for n in recorder.notes)
+    print(f"\nworker SIGKILL: manifest {len(rows)} rows for {len(expected)} videos, all ok; long.mp4 sent twice")
 
 
 def test_a_video_that_kills_its_worker_twice_is_recorded_failed(tmp_path):
@@ -127,6 +128,7 @@ def test_a_video_that_kills_its_worker_twice_is_recorded_failed(tmp_path):
     assert [r.video for r in summary.failed] == ["poison.mp4"]
     assert len(recorder.assigned["poison.mp4"]) == 2
     assert sum(r["status"] == "ok" for r in rows) == 2
+    print(f"\nvideo killing its worker twice: manifest {len(rows)} rows, 2 ok, poison.mp4 failed: {poison['error']}")
 
 
 def _kill_parent_after(tmp_path, sig: int, commits: int, *extra: str):
@@ -168,7 +170,11 @@ def test_parent_killed_then_resume_scores_nothing_twice(tmp_path):
     summary = summary_of(stdout)
     assert summary["reused"] == committed and summary["ok"] == 8
     assert stderr.count(": ok, 240 frames") == 8 - committed  # the rest scored once each
-    check_once(out, names)
+    rows = check_once(out, names)
+    print(
+        f"\nparent SIGKILL after {committed}/8 committed; --resume reused {committed}, scored {8 - committed}; "
+        f"manifest {len(rows)} rows, each once"
+    )
 
 
 def test_ctrl_c_stops_every_worker_and_says_how_to_resume(tmp_path):
