@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from affbatch.video.mp4_index import MAX_INDEX_BYTES, sample_extent
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -27,6 +29,8 @@ class Layout:
     declared: int | None = None  # bytes the structure announces
     cut: str | None = None  # the element the file ends inside
     has_index: bool = True  # MP4: a 'moov' box (the index of every frame) is present
+    frames_listed: int = 0  # MP4: video frames its index lists (0: not known)
+    frames_cut: int = 0  # MP4: of them, how many have data past the end of the file
 
     @property
     def truncated(self) -> bool:
@@ -45,6 +49,10 @@ class Layout:
             parts.append(
                 f"the file has {self.size} of the {self.declared} bytes its {self.kind} structure announces{inside}"
             )
+            if self.frames_cut:
+                parts.append(
+                    f"the data of {self.frames_cut} of the {self.frames_listed} frames its index lists is cut off"
+                )
         if not self.has_index:
             parts.append("it has no 'moov' box, the index of the frames that MP4 writers add when they finish")
         return "; ".join(parts)
@@ -76,9 +84,12 @@ def container_layout(path: Path) -> Layout:
 
 
 def _mp4_layout(f, size: int) -> Layout:
-    """Walk the top-level boxes; stop (structure unknown) at anything that is not a box."""
+    """Walk the top-level boxes; stop (structure unknown) at anything that is not a box. A whole
+    'moov' also tells where the frames' data ends (``mp4_index``): a file cut after its index
+    may end before the next box's header, where the boxes alone look complete."""
     pos = 0
     boxes: set[bytes] = set()
+    extent = None
     while pos + 8 <= size:
         f.seek(pos)
         head = f.read(16)
@@ -88,17 +99,39 @@ def _mp4_layout(f, size: int) -> Layout:
         boxes.add(kind)
         header = 8
         if box_size == 0:  # the last box, to the end of the file
-            break
-        if box_size == 1:  # a 64-bit size follows the type
+            box_size = size - pos
+        elif box_size == 1:  # a 64-bit size follows the type
             if len(head) < 16:
-                return Layout("MP4", size, pos + 16, cut=kind.decode("ascii"), has_index=b"moov" in boxes)
+                return _mp4_cut(size, pos + 16, kind, boxes, extent)
             box_size, header = int.from_bytes(head[8:16], "big"), 16
         if box_size < header:
             return Layout("MP4", size)
         if pos + box_size > size:
-            return Layout("MP4", size, pos + box_size, cut=kind.decode("ascii"), has_index=b"moov" in boxes)
+            return _mp4_cut(size, pos + box_size, kind, boxes, extent)
+        if kind == b"moov" and extent is None and box_size - header <= MAX_INDEX_BYTES:
+            f.seek(pos + header)
+            extent = sample_extent(f.read(box_size - header), size)
         pos += box_size
-    return Layout("MP4", size, size, has_index=b"moov" in boxes or b"moof" in boxes)
+    return _mp4_cut(size, size, None, boxes, extent)
+
+
+def _mp4_cut(size: int, declared: int, kind: bytes | None, boxes: set[bytes], extent) -> Layout:
+    """The layout of an MP4 whose top-level boxes announce ``declared`` bytes, ending inside
+    box ``kind`` (None: not inside any), and whose index places its frames' data by ``extent``."""
+    listed = cut_frames = 0
+    if extent is not None:
+        listed, cut_frames = extent.video_samples, extent.video_missing
+        if extent.data_end > declared:
+            declared, kind = extent.data_end, kind or b"mdat"
+    return Layout(
+        "MP4",
+        size,
+        declared,
+        cut=kind.decode("ascii") if kind and declared > size else None,
+        has_index=bool(boxes & {b"moov", b"moof"}),
+        frames_listed=listed,
+        frames_cut=cut_frames,
+    )
 
 
 def _matroska_layout(head: bytes, size: int) -> Layout:

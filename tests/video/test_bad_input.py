@@ -358,6 +358,35 @@ def test_truncation_errors_name_the_missing_part(tmp_path):
         probe(cut(mp4, tmp_path / "cut.mp4", 0.5))
 
 
+def _top_level_boxes(path: Path) -> list[tuple[bytes, int, int]]:
+    """(type, start, end) of an MP4's top-level boxes, read independently of the code under test."""
+    data, pos, boxes = path.read_bytes(), 0, []
+    while pos + 8 <= len(data):
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        boxes.append((data[pos + 4 : pos + 8], pos, pos + size))
+        pos += size
+    return boxes
+
+
+def test_faststart_cut_right_after_its_index(tmp_path):
+    """A faststart MP4 cut anywhere from the end of its 'moov' index to a few bytes into its
+    frames' data: the boxes look complete (the cut falls before or inside the next box's
+    header), but the index places every frame past the end of the file: truncated, saying so."""
+    whole = faststart(clip(tmp_path / "plain.mp4", frames=60, noise_seed=2), tmp_path / "whole.mp4")
+    boxes = _top_level_boxes(whole)
+    moov_end = next(end for kind, _, end in boxes if kind == b"moov")
+    mdat_start = next(start for kind, start, _ in boxes if kind == b"mdat")
+    data = whole.read_bytes()
+    for length in range(moov_end, mdat_start + 17):
+        cut_file = tmp_path / "cut.mp4"
+        cut_file.write_bytes(data[:length])
+        with pytest.raises(TruncatedVideo) as caught:
+            probe(cut_file)
+        reason = str(caught.value)
+        assert "truncated" in reason and "\n" not in reason, (length, reason)
+        assert re.search(r"the data of (59|60) of the 60 frames its index lists is cut off", reason), (length, reason)
+
+
 def _has_b_frames(path: Path) -> bool:
     with av.open(str(path)) as container:
         return any(p.pts != p.dts for p in container.demux(container.streams.video[0]) if p.size)
