@@ -31,6 +31,9 @@ class Layout:
     has_index: bool = True  # MP4: a 'moov' box (the index of every frame) is present
     frames_listed: int = 0  # MP4: video frames its index lists (0: not known)
     frames_cut: int = 0  # MP4: of them, how many have data past the end of the file
+    #: Matroska: where the last block of the last cluster starts. A demuxer that returned a
+    #: packet from there has read all the data, whatever duration a header claims.
+    last_block: int | None = None
 
     @property
     def truncated(self) -> bool:
@@ -72,7 +75,7 @@ def container_layout(path: Path) -> Layout:
             size = os.fstat(f.fileno()).st_size
             head = f.read(4096)
             if head[:4] == _EBML_MAGIC:
-                return _matroska_layout(head, size)
+                return _matroska_layout(f, head, size)
             if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
                 riff = int.from_bytes(head[4:8], "little")
                 return Layout("AVI", size, 8 + riff + (riff & 1))
@@ -134,7 +137,7 @@ def _mp4_cut(size: int, declared: int, kind: bytes | None, boxes: set[bytes], ex
     )
 
 
-def _matroska_layout(head: bytes, size: int) -> Layout:
+def _matroska_layout(f, head: bytes, size: int) -> Layout:
     """The EBML header, then the Segment: its size says where the file ends."""
     pos = 4
     header_size, pos, _ = _ebml_vint(head, pos)
@@ -143,9 +146,44 @@ def _matroska_layout(head: bytes, size: int) -> Layout:
     if element != _MATROSKA_SEGMENT:
         return Layout("Matroska", size)
     segment_size, pos, unknown = _ebml_vint(head, pos)
+    end = size if unknown else min(pos + segment_size, size)
+    last_block = _last_child(f, _last_child(f, (pos, end), _MATROSKA_CLUSTER), _MATROSKA_BLOCKS, start=True)
     if unknown:  # streamed: the writer did not know the size
-        return Layout("Matroska", size)
-    return Layout("Matroska", size, pos + segment_size)
+        return Layout("Matroska", size, last_block=last_block)
+    return Layout("Matroska", size, pos + segment_size, last_block=last_block)
+
+
+_MATROSKA_CLUSTER = frozenset({0x1F43B675})
+_MATROSKA_BLOCKS = frozenset({0xA3, 0xA0})  # SimpleBlock, BlockGroup
+
+#: Elements walked at most when looking for the last cluster (a few per minute of video).
+_MAX_ELEMENTS = 1_000_000
+
+
+def _last_child(f, span, ids: frozenset[int], start: bool = False):
+    """Walk the EBML elements in ``span`` (start, end): the (data start, end) of the last one
+    whose ID is in ``ids``, or with ``start`` the position of its ID. None where the walk
+    breaks (an element of unknown size, damaged structure) or finds none."""
+    if span is None:
+        return None
+    pos, end = span
+    found = None
+    for _ in range(_MAX_ELEMENTS):
+        if pos >= end:
+            return found
+        f.seek(pos)
+        head = f.read(16)
+        try:
+            element, data, _ = _ebml_vint(head, 0, keep_marker=True)
+            length, data, unknown = _ebml_vint(head, data)
+        except (ValueError, IndexError):
+            return None
+        if unknown or pos + data + length > end:
+            return None
+        if element in ids:
+            found = pos if start else (pos + data, pos + data + length)
+        pos += data + length
+    return None
 
 
 def _ebml_vint(data: bytes, pos: int, keep_marker: bool = False) -> tuple[int, int, bool]:

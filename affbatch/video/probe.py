@@ -146,6 +146,7 @@ def probe(path: Path) -> VideoInfo:
         average_rate = stream.average_rate or stream.guessed_rate
         declared_frames = stream.frames
         declared_end = _declared_duration_s(stream)
+        stream_duration = stream.duration
 
         stamps: list[int] = []
         durations: list[int] = []
@@ -163,10 +164,14 @@ def probe(path: Path) -> VideoInfo:
         first_frame = None
         fed = 0
         corrupt = 0
+        held = 0  # video packets the container holds, those an edit list discards included
+        data_end = -1  # the furthest position a packet of any stream was read from
         try:
             for packet in container.demux():
                 if packet.size == 0:  # the flush packet at end of stream
                     continue
+                if packet.pos is not None and packet.pos > data_end:
+                    data_end = packet.pos
                 ts = packet.pts if packet.pts is not None else packet.dts
                 if packet.stream_index != stream_index:
                     if ts is not None and not packet.is_discard and other_streams_count:
@@ -175,6 +180,7 @@ def probe(path: Path) -> VideoInfo:
                 if first_frame is None and fed < FIRST_FRAME_PACKETS:
                     fed += 1
                     first_frame = _first(ctx, packet)
+                held += 1
                 # A packet an edit list discards is decoded but yields no frame.
                 if packet.is_discard:
                     continue
@@ -198,7 +204,10 @@ def probe(path: Path) -> VideoInfo:
             if layout.describe():
                 raise TruncatedVideo(f"{path}: truncated: no frame is left; {layout.describe()}")
             raise VideoOpenFailure(f"{path}: the video stream has no frames")
-        _check_complete(path, layout, stamps, durations, time_base, average_rate, declared_frames, declared_end)
+        if not _read_all_data(layout, data_end):
+            _check_complete(
+                path, layout, stamps, held, durations, time_base, average_rate, declared_frames, declared_end
+            )
         if corrupt and layout.truncated:
             raise TruncatedVideo(
                 f"{path}: truncated: the data of {corrupt} of its {len(stamps)} frames is cut off ({layout.describe()})"
@@ -246,15 +255,34 @@ def probe(path: Path) -> VideoInfo:
         pts=pts,
         offset=offset,
         eof_pts=end_pts(
-            int(pts[-1]) + offset, _last_frame_duration(durations, is_mov and reordered), time_base, decoder_rate
+            int(pts[-1]) + offset,
+            _last_frame_duration(durations, is_mov, reordered, stream_duration, stamps[-1]),
+            time_base,
+            decoder_rate,
         ),
     )
 
 
-def _check_complete(path, layout: Layout, stamps, durations, time_base, average_rate, declared_frames, declared_end):
+def _read_all_data(layout: Layout, data_end: int) -> bool:
+    """Demuxing went through all the data the container holds, so that a header claiming more
+    (a duration, a frame count) is wrong about the file, not a sign of missing frames. An MP4
+    index places every sample: the data of each is in the file (the demuxer reads them by the
+    index; its edit list decides which are shown, dropping some, and leaves none unread). A
+    Matroska file has no index of every frame: a packet of its last block was read."""
+    if layout.truncated:
+        return False
+    if layout.frames_listed:
+        return not layout.frames_cut
+    return layout.last_block is not None and data_end >= layout.last_block
+
+
+def _check_complete(
+    path, layout: Layout, stamps, held, durations, time_base, average_rate, declared_frames, declared_end
+):
     """Raise TruncatedVideo when demuxing found fewer frames than the file announces.
 
-    A header's frame count is exact. A header's duration is compared with the end of the last
+    A header's frame count is exact: it counts the packets an edit list discards too
+    (``held``). A header's duration is compared with the end of the last
     frame, with a slack for a last frame whose length the file does not store: a quarter of a
     second (or two frames) where the file's structure is complete, a second where it cannot be
     checked, and 1.5 frames where the file is known to be cut short (a cut that spared every
@@ -276,9 +304,9 @@ def _check_complete(path, layout: Layout, stamps, durations, time_base, average_
     # skips) is reached by the timeline, not by the packets; but not in a file known to be cut,
     # where the missing packets may be reordered frames from inside the timeline (B-frames).
     reached = frame_s and end_s >= declared_frames * frame_s - slack
-    if declared_frames and n < declared_frames and (layout.truncated or not reached):
+    if declared_frames and held < declared_frames and (layout.truncated or not reached):
         raise TruncatedVideo(
-            f"{path}: {damage}: {n} of the {declared_frames} frames its header lists are readable{why}"
+            f"{path}: {damage}: {held} of the {declared_frames} frames its header lists are readable{why}"
         )
     if declared_end:
         if end_s < declared_end - slack:
@@ -304,16 +332,25 @@ def _why(layout: Layout) -> str:
     return " (the file is complete: its data is damaged)" if layout.complete else ""
 
 
-def _last_frame_duration(durations: list[int], mov_reordered: bool) -> int:
+def _last_frame_duration(durations: list[int], is_mov: bool, reordered: bool, stream_duration, last_ts: int) -> int:
     """The packet duration ffmpeg 5.1 adds to the last frame's pts to find the end of stream.
 
     The decoder stamps the frames it drains at the end with the duration of the last packet it
     was fed (libavcodec's ``last_pkt_props``): the last packet in file order. ffmpeg 5.1's
     MP4/MOV demuxer reports no packet durations for a track whose edit list it rewrites for
     reordered frames (B-frames, ``mov_fix_index``); ffmpeg then falls back to one frame at the
-    decoder's rate (``end_pts``). Both were seen against its output.
+    decoder's rate (``end_pts``). Without reordering it gives each packet the time to the next
+    one's, and the last one the time to the track's end (``st->duration``): beyond one frame
+    where an edit list ends past the last frame's start (a trim by a fraction of a frame). Both
+    were seen against its output (newer demuxers, PyAV's, give the last frame its own duration).
     """
-    return 0 if mov_reordered else durations[-1]
+    if not is_mov:
+        return durations[-1]
+    if reordered:
+        return 0
+    if stream_duration and stream_duration >= last_ts:
+        return stream_duration - last_ts
+    return durations[-1]
 
 
 def _count_timestamps(durations: list[int], time_base: Fraction, rate: Fraction | None):
