@@ -78,12 +78,21 @@ def moving_mean(frame: np.ndarray, values: np.ndarray, half: int) -> np.ndarray:
     v = np.asarray(values, np.float64)
     if len(frame) and np.any(np.diff(frame) <= 0):
         raise ValueError("moving_mean needs strictly ascending frames")
-    lo = np.searchsorted(frame, frame - half, side="left")
-    hi = np.searchsorted(frame, frame + half, side="right")
-    # Sums as differences of a running sum, started from an exact zero.
-    cum = np.concatenate([np.zeros((1, *v.shape[1:])), np.cumsum(v, axis=0)])
-    count = (hi - lo).reshape(-1, *([1] * (v.ndim - 1)))
-    return (cum[hi] - cum[lo]) / count
+    if len(frame) == 0:
+        return v.copy()
+    # The track on a dense timeline padded by ``half`` on each side, summed over the 2*half+1
+    # shifts in order: exact for integers, the identity for half 0, and no running-sum error
+    # that grows with the length of the video.
+    at = frame - frame[0] + half
+    dense = np.zeros((int(at[-1]) + half + 1, *v.shape[1:]))
+    present = np.zeros(len(dense))
+    dense[at], present[at] = v, 1.0
+    total = np.zeros_like(v)
+    count = np.zeros(len(frame))
+    for shift in range(-half, half + 1):
+        total += dense[at + shift]
+        count += present[at + shift]
+    return total / count.reshape(-1, *([1] * (v.ndim - 1)))
 
 
 def frame_rate(time_s: np.ndarray, frame: np.ndarray) -> float | None:
