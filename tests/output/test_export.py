@@ -283,6 +283,55 @@ def test_a_video_changed_since_scoring_fails(tmp_path):
     assert not list((tmp_path / "sub").glob("*.txt"))
 
 
+def people_video(path: Path, people: int, frames: int, fps: int, width: int = 400, height: int = 200):
+    """Real faces (the packaged portraits) side by side, moving a little, at ``fps``."""
+    import av
+
+    from tests.support.face_media import portraits
+
+    size = 150
+    faces_ = portraits(size)[:people]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"crf": "18", "preset": "veryfast"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for k in range(frames):
+            image = np.full((height, width, 3), 90, np.uint8)
+            dx = int(round(4 * np.sin(k / 5)))
+            for i, f in enumerate(faces_):
+                x = 20 + i * 220 + (dx if i == 0 else -dx)
+                image[25 : 25 + size, x : x + size] = f
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = k, Fraction(1, fps)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_scored_folder_with_a_two_person_video(tmp_path):
+    """The whole path on real faces: score a folder (a two-person video at 25 fps, a one-person
+    one at 30) at 30 fps with the packaged models, export, and eval the files back."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    people_video(videos / "pair.mp4", 2, 40, 25)
+    people_video(videos / "solo.mp4", 1, 30, 30)
+    traces = tmp_path / "t.arrow"
+    result = invoke("score", videos, "--out", traces)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "sub"
+    result = invoke("export", traces, "--to", "abaw", "--out", out, "--videos", videos)  # names relative to it
+    assert result.exit_code == 0, result.output
+    assert "estimated" not in result.stderr
+    lines = {p.name: len(p.read_text().splitlines()) - 1 for p in out.glob("*.txt")}
+    assert lines == {"pair_left.txt": 40, "pair_right.txt": 40, "solo.txt": 30}
+    assert lines["pair_left.txt"] == probe(videos / "pair.mp4").frames
+    e = evaluate(traces, out)
+    assert e.overall.valence == pytest.approx(1.0, abs=1e-9) and e.overall.arousal == pytest.approx(1.0, abs=1e-9)
+    assert e.videos["pair_left"]["track"] != e.videos["pair_right"]["track"]
+    assert e.overall.frames + e.overall.missing == 110 and e.overall.frames >= 100  # faces in nearly every frame
+
+
 # ---------------------------------------------------------------------------------------------
 # Parquet and CSV
 # ---------------------------------------------------------------------------------------------
