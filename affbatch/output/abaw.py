@@ -119,6 +119,7 @@ def two_people(rows: dict[str, np.ndarray], fps: float) -> bool:
 class SourceCount:
     frames: int
     how: str  # "manifest", "probed video", "estimated"
+    basis: str = ""  # what an estimate rests on
 
 
 def source_frame_count(
@@ -147,8 +148,13 @@ def source_frame_count(
             )
         return SourceCount(info.frames, "probed video")
     if row.get("native_fps") and row.get("duration_s"):
-        return SourceCount(max(int(round(row["native_fps"] * row["duration_s"])), seen), "estimated")
-    return SourceCount(seen, "estimated")
+        estimate = max(int(round(row["native_fps"] * row["duration_s"])), seen)
+        return SourceCount(estimate, "estimated", "from the manifest's rate and duration")
+    return SourceCount(seen, "estimated", "as the last source frame in the traces plus one (no manifest row)")
+
+
+def path_hint(video: str, videos_dir: Path | None) -> str:
+    return f"{videos_dir / video if videos_dir is not None else video} not found"
 
 
 def write_abaw(
@@ -205,8 +211,8 @@ def write_abaw(
             else:
                 if counts[video].how == "estimated":
                     note(
-                        f"{video}: source frame count estimated as {counts[video].frames} from the manifest's "
-                        "rate and duration (traces at 30 fps, video not found: --videos DIR counts them exactly)"
+                        f"{video}: source frame count estimated as {counts[video].frames} {counts[video].basis} "
+                        f"({path_hint(video, videos_dir)}: --videos DIR counts them exactly)"
                     )
         count = counts[video]
         if count is None:

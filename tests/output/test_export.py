@@ -433,3 +433,14 @@ def test_readme_usage_lists_every_export_option():
     assert line, "README usage has no line for affbatch export"
     options = {o for p in get_command(app).commands["export"].params for o in p.opts if o.startswith("--")}
     assert set(re.findall(r"--[a-z][a-z-]*", line.group(0))) == options - {"--help"}
+
+
+def test_without_a_manifest(tmp_path):
+    traces, _ = native_dataset(tmp_path)
+    manifest_path(traces).unlink()
+    result = invoke("export", traces, "--to", "abaw", "--out", tmp_path / "sub")
+    assert result.exit_code == 0, result.output
+    assert "no manifest next to" in result.stderr
+    assert "one.mp4: source frame count estimated as 90 as the last source frame in the traces plus one" in result.stderr
+    result = invoke("export", traces, "--to", "parquet", "--out", tmp_path / "t.parquet")
+    assert result.exit_code == 0 and not (tmp_path / "t.videos.parquet").exists()
