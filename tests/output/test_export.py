@@ -441,6 +441,6 @@ def test_without_a_manifest(tmp_path):
     result = invoke("export", traces, "--to", "abaw", "--out", tmp_path / "sub")
     assert result.exit_code == 0, result.output
     assert "no manifest next to" in result.stderr
-    assert "one.mp4: source frame count estimated as 90 as the last source frame in the traces plus one" in result.stderr
+    assert "one.mp4: source frame count estimated as 90 as the last source frame in the traces" in result.stderr
     result = invoke("export", traces, "--to", "parquet", "--out", tmp_path / "t.parquet")
     assert result.exit_code == 0 and not (tmp_path / "t.videos.parquet").exists()
