@@ -28,6 +28,7 @@ from affbatch.video.framerate import (
     file_start_us,
     rescale_near_inf,
 )
+from affbatch.video.inputs import IMAGE_FORMATS
 
 #: How many packets may be fed to the decoder before the first frame must have come out.
 #: Generous: frame-threaded decoders and long open GOPs hold frames back.
@@ -141,6 +142,8 @@ def probe(path: Path) -> VideoInfo:
     """
     path = Path(path)
     with open_container(path) as container:
+        if container.format.name in IMAGE_FORMATS:
+            raise VideoOpenFailure(f"{path}: an image ({_image_kind(container)}), not a video")
         layout = container_layout(path)
         try:
             stream = video_stream(container, path)
@@ -401,6 +404,12 @@ def _count_timestamps(durations: list[int], time_base: Fraction, rate: Fraction 
     at the stream's rate)."""
     step = durations[0] or (round(1 / (rate * time_base)) if rate else 1)
     return [i * step for i in range(len(durations))], [step] * len(durations)
+
+
+def _image_kind(container) -> str:
+    """'JPEG', 'PNG', ...: what the picture is, by its codec."""
+    codec = next((s.codec_context.name for s in container.streams.video if s.codec_context), None)
+    return {"mjpeg": "JPEG", None: container.format.name}.get(codec, (codec or "").upper())
 
 
 def _note_start(starts: dict, packet, ts: int) -> None:

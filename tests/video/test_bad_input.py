@@ -149,6 +149,17 @@ def avi_with_dropped_frames(path: Path, frames: int = 30, dropped=(10, 11)) -> P
     return path
 
 
+def jpeg(path: Path) -> Path:
+    """A still picture (JPEG data), whatever ``path``'s extension says."""
+    with av.open(str(path), "w", format="image2", options={"update": "1"}) as container:
+        stream = container.add_stream("mjpeg", rate=1)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj420p"
+        frame = av.VideoFrame.from_ndarray(code_frame(3, 64, 48), format="rgb24")
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    return path
+
+
 def garbage_over(src: Path, dst: Path, start: int, length: int, seed: int = 0) -> Path:
     data = bytearray(src.read_bytes())
     data[start : start + length] = np.random.default_rng(seed).integers(0, 256, length, dtype=np.uint8).tobytes()
@@ -218,7 +229,12 @@ BAD_INPUTS = {
     "mpeg4-random-packets": (lambda d: undecodable(d / "bad.mp4"), ["no decodable frame"]),
     "mpeg4-random-packets-mkv": (lambda d: undecodable(d / "bad.mkv"), ["no decodable frame"]),
     "missing": (lambda d: d / "bad.mp4", ["not found"]),
+    # Still pictures given by name: one rule, a picture is not a video (a folder walk skips .jpg).
+    "jpeg-named-mp4": (lambda d: jpeg(d / "bad.mp4"), ["an image (JPEG), not a video"]),
+    "photo-jpg": (lambda d: jpeg(d / "photo.jpg"), ["an image (JPEG), not a video"]),
 }
+#: Not found by a folder walk (skipped by extension): fail only when named.
+NOT_WALKED = ("missing", "audio-only-m4a", "photo-jpg")
 
 
 @pytest.mark.parametrize("kind", BAD_INPUTS)
@@ -261,20 +277,21 @@ def test_all_bad_inputs_in_one_folder(tmp_path):
     (folder / "src").mkdir(parents=True)
     expected = {}
     for kind, (make, words) in BAD_INPUTS.items():
-        if kind in ("missing", "audio-only-m4a"):
-            continue  # not found by a folder walk
+        if kind in NOT_WALKED:
+            continue
         sub = folder / kind
         (sub / "src").mkdir(parents=True)
         bad = make(sub)
         shutil.rmtree(sub / "src")
         expected[bad.relative_to(folder).as_posix()] = words
         clip(sub / "ok.mp4")
+    jpeg(folder / "holiday.jpg")  # a folder's pictures are skipped, not failed
     out = tmp_path / "traces.arrow"
     result = score_cli(str(folder), "--out", str(out))
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
     rows = manifest(out)
-    assert len(rows) == 2 * len(expected)
+    assert len(rows) == 2 * len(expected) and "holiday.jpg" not in rows
     for name, words in expected.items():
         assert rows[name]["status"] == "failed", name
         assert all(w in rows[name]["error"] for w in words), (name, rows[name]["error"])
