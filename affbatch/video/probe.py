@@ -159,7 +159,8 @@ def probe(path: Path) -> VideoInfo:
         codec = ctx.name
         stream_index = stream.index
         time_base = stream.time_base or Fraction(1, 90000)
-        average_rate = stream.average_rate or stream.guessed_rate
+        stream_rate = stream.average_rate
+        average_rate = stream_rate or stream.guessed_rate
         declared_frames = stream.frames
         declared_end = _declared_duration_s(stream)
         stream_duration = stream.duration
@@ -244,7 +245,9 @@ def probe(path: Path) -> VideoInfo:
         w, h = first_frame.width, first_frame.height
         # The rate the decoder found in the bitstream (H.264's VUI timing, for instance), which
         # ffmpeg uses for the duration of a last packet that has none.
-        decoder_rate = ctx.framerate or average_rate
+        # ffmpeg 5.1 starts the decoder at the stream's average rate (``avg_frame_rate``; none
+        # when libavformat cannot tell), not at the rate it guesses from the first timestamps.
+        decoder_rate = ctx.framerate or stream_rate
 
     frame_us = 1_000_000 * decoder_rate.denominator // decoder_rate.numerator if decoder_rate else 0
     raw = np.asarray(stamps, np.int64)
