@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from affbatch import destination
 from affbatch.errors import UsageError
 from affbatch.files import file_size
 from affbatch.output.runstore import RunStore
@@ -85,6 +86,8 @@ def score_run(
     videos = collect_videos(paths)
     if not videos:
         raise UsageError(f"no video files found in {', '.join(map(str, paths))}")
+    # Before the models load: OUT's folder made, writable, with room (else a usage error).
+    destination.prepare(out, destination.rough_need(sum(file_size(v.path) for v in videos), len(videos)))
     scorer = scorer or Scorer(options or ScoreOptions())
     progress.note(f"model: {scorer.description}")
     store = RunStore(out, scorer.settings, resume)
@@ -101,12 +104,16 @@ def score_run(
             progress.video_started(video.name, file_size(video.path))
             progress.video_done(video.name, "reused", hit[0].frames or 0, 0.0, None)
 
+        finished = reused
         for result in scorer.score_many(todo, listener=progress):
             row = result.row
-            store.commit(result.video, row, result.table, result.fingerprint)
+            with destination.writing(out, store.dir, finished):
+                store.commit(result.video, row, result.table, result.fingerprint)
+            finished += row.status == "ok"
             progress.video_done(result.name, row.status, row.frames or 0, row.seconds or 0.0, row.error)
 
-        rows = store.assemble(videos, scorer.metadata)
+        with destination.writing(out, store.dir, finished):
+            rows = store.assemble(videos, scorer.metadata)
     finally:
         store.close()
         progress.close()

@@ -21,7 +21,7 @@ from affbatch.cli.export import export_command
 from affbatch.cli.info import info_command
 from affbatch.cli.plot import plot_command
 from affbatch.cli.score import score_command
-from affbatch.cli.support import CLI
+from affbatch.cli.support import CLI, OneLineErrors
 
 app = typer.Typer(
     name="affbatch",
@@ -29,6 +29,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=OneLineErrors,
 )
 
 

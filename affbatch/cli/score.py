@@ -14,7 +14,10 @@ from affbatch.errors import AffbatchError
 
 def score_command(
     paths: Annotated[
-        list[Path], typer.Argument(help="Video files and folders (searched recursively).", show_default=False)
+        # Not checked here (readable=False): a file that is missing or cannot be read fails alone,
+        # as a row of the manifest, as the same file found in a folder does.
+        list[Path],
+        typer.Argument(help="Video files and folders (searched recursively).", show_default=False, readable=False),
     ],
     out: Annotated[Path, typer.Option("--out", help="Traces file to write (Arrow IPC), e.g. traces.arrow.")],
     fps: Annotated[

@@ -20,7 +20,15 @@ import numpy as np
 
 from affbatch.errors import NoVideoStream, TruncatedVideo, VideoOpenFailure
 from affbatch.video.container import Layout, container_layout
-from affbatch.video.framerate import end_pts, ffmpeg_input_offset, file_start_us
+from affbatch.video.discont import describe_jump, first_segment_start, stitch
+from affbatch.video.framerate import (
+    AV_TIME_BASE,
+    end_pts,
+    ffmpeg_input_offset,
+    file_start_us,
+    rescale_near_inf,
+)
+from affbatch.video.inputs import IMAGE_FORMATS
 
 #: How many packets may be fed to the decoder before the first frame must have come out.
 #: Generous: frame-threaded decoders and long open GOPs hold frames back.
@@ -28,6 +36,8 @@ FIRST_FRAME_PACKETS = 256
 
 #: libavformat's AVFMT_TS_DISCONT: the format allows timestamp discontinuities (MPEG-TS, MPEG-PS).
 TS_DISCONT = 0x200
+#: Timestamp bits of MPEG-TS/PS (90 kHz): they wrap after 26.5 h.
+PTS_WRAP_BITS = 33
 
 #: A stream that ends this much before the duration its header announces is incomplete
 #: (when the file's own structure cannot tell whether it was cut short; see ``Layout``).
@@ -55,9 +65,12 @@ class VideoInfo:
     duration_s: float
     time_base: Fraction
     stream_index: int
-    pts: np.ndarray = field(repr=False)  # int64 (n,), ascending, as stored in the file
-    offset: int  # what ffmpeg adds to every pts (minus the file's start time)
+    pts: np.ndarray = field(repr=False)  # int64 (n,), as stored in the file
+    #: What ffmpeg adds to every pts (minus the file's start time), or to each (int64 (n,)) where
+    #: it stitches timestamp discontinuities (see ``discont``). ``pts + offset`` ascends.
+    offset: int | np.ndarray
     eof_pts: int  # ffmpeg's end-of-stream timestamp, offset applied
+    largest_jump: str = ""  # the largest timestamp jump between packets in file order, in words
 
     @property
     def frames(self) -> int:
@@ -65,7 +78,8 @@ class VideoInfo:
 
     def times_s(self) -> np.ndarray:
         """Seconds from the first frame to each source frame (float64)."""
-        return (self.pts - self.pts[0]).astype(np.float64) * float(self.time_base)
+        timeline = self.pts + self.offset
+        return (timeline - timeline[0]).astype(np.float64) * float(self.time_base)
 
 
 def check_file(path: Path) -> None:
@@ -128,6 +142,8 @@ def probe(path: Path) -> VideoInfo:
     """
     path = Path(path)
     with open_container(path) as container:
+        if container.format.name in IMAGE_FORMATS:
+            raise VideoOpenFailure(f"{path}: an image ({_image_kind(container)}), not a video")
         layout = container_layout(path)
         try:
             stream = video_stream(container, path)
@@ -143,12 +159,14 @@ def probe(path: Path) -> VideoInfo:
         codec = ctx.name
         stream_index = stream.index
         time_base = stream.time_base or Fraction(1, 90000)
-        average_rate = stream.average_rate or stream.guessed_rate
+        stream_rate = stream.average_rate
+        average_rate = stream_rate or stream.guessed_rate
         declared_frames = stream.frames
         declared_end = _declared_duration_s(stream)
         stream_duration = stream.duration
 
         stamps: list[int] = []
+        decode_stamps: list[int | None] = []  # dts, for stitching discontinuities
         durations: list[int] = []
         # First timestamp of every stream, audio included: ffmpeg shifts all of them by the
         # earliest (see framerate.file_start_us).
@@ -157,7 +175,8 @@ def probe(path: Path) -> VideoInfo:
         # timestamp discontinuities) only the video stream's own start counts, and in MP4/MOV
         # an edit list that starts inside the first audio packet (AAC priming) starts the audio
         # at zero, not at that packet's negative pts.
-        other_streams_count = not container.format.flags & TS_DISCONT
+        discontinuous = bool(container.format.flags & TS_DISCONT)
+        other_streams_count = not discontinuous
         is_mov = "mov" in container.format.name.split(",")
         reordered = False
         untimed: list[int] = []  # durations of packets without any timestamp
@@ -190,6 +209,7 @@ def probe(path: Path) -> VideoInfo:
                 _note_start(starts, packet, ts)
                 reordered = reordered or (packet.dts is not None and packet.dts != ts)
                 stamps.append(ts)
+                decode_stamps.append(packet.dts)
                 durations.append(packet.duration or 0)
                 corrupt += packet.is_corrupt  # partly read: its data runs past the end of the file
         except av.error.FFmpegError as exc:
@@ -200,6 +220,7 @@ def probe(path: Path) -> VideoInfo:
             ) from None
         if not stamps and untimed:
             stamps, durations = _count_timestamps(untimed, time_base, average_rate)
+            decode_stamps = list(stamps)
         if not stamps:
             if layout.describe():
                 raise TruncatedVideo(f"{path}: truncated: no frame is left; {layout.describe()}")
@@ -224,22 +245,33 @@ def probe(path: Path) -> VideoInfo:
         w, h = first_frame.width, first_frame.height
         # The rate the decoder found in the bitstream (H.264's VUI timing, for instance), which
         # ffmpeg uses for the duration of a last packet that has none.
-        decoder_rate = ctx.framerate or average_rate
+        # ffmpeg 5.1 starts the decoder at the stream's average rate (``avg_frame_rate``; none
+        # when libavformat cannot tell), not at the rate it guesses from the first timestamps.
+        decoder_rate = ctx.framerate or stream_rate
 
-    order = np.argsort(np.asarray(stamps, np.int64), kind="stable")
-    pts = np.asarray(stamps, np.int64)[order]
+    frame_us = 1_000_000 * decoder_rate.denominator // decoder_rate.numerator if decoder_rate else 0
+    raw = np.asarray(stamps, np.int64)
+    if discontinuous:
+        start = first_segment_start(stamps, decode_stamps, durations, time_base, frame_us)
+        start_us = rescale_near_inf(start, time_base, AV_TIME_BASE)
+        shift = stitch(stamps, decode_stamps, durations, time_base, start_us, frame_us).shift
+    else:
+        shift = np.full(len(raw), ffmpeg_input_offset(file_start_us(starts.values()), time_base), np.int64)
+    order = np.argsort(raw + shift, kind="stable")
+    pts, offsets = raw[order], shift[order]
+    offset = int(offsets[0]) if np.all(offsets == offsets[0]) else offsets
+    timeline = pts + offsets
     last = int(order[-1])
-    span_s = float((pts[-1] - pts[0]) * time_base)
+    span_s = float((timeline[-1] - timeline[0]) * time_base)
     frame_s = float(1 / average_rate) if average_rate else 0.0
 
-    offset = ffmpeg_input_offset(file_start_us(starts.values()), time_base)
     if rotation in (90, 270):
         w, h = h, w
     duration_s = span_s + (float(durations[last] * time_base) if durations[last] else frame_s)
     # Frames per second of the video as a viewer counts them: frames over their span plus one
     # typical frame. Exact for constant rates (where the header's average can be skewed by the
     # last packet's duration), the average for variable ones.
-    typical_s = float(np.median(np.diff(pts))) * float(time_base) if len(pts) > 1 else frame_s
+    typical_s = float(np.median(np.diff(timeline))) * float(time_base) if len(pts) > 1 else frame_s
     span_with_last = span_s + typical_s
     native_fps = len(pts) / span_with_last if span_with_last > 0 else float(average_rate or 0)
     return VideoInfo(
@@ -255,12 +287,28 @@ def probe(path: Path) -> VideoInfo:
         pts=pts,
         offset=offset,
         eof_pts=end_pts(
-            int(pts[-1]) + offset,
+            int(timeline[-1]),
             _last_frame_duration(durations, is_mov, reordered, stream_duration, stamps[-1]),
             time_base,
             decoder_rate,
         ),
+        largest_jump=_largest_jump(raw, time_base, discontinuous and time_base == Fraction(1, 90000)),
     )
+
+
+def _largest_jump(raw: np.ndarray, time_base: Fraction, wraps: bool) -> str:
+    """The largest jump between consecutive packets' timestamps in file order, in words, and
+    where it is (seconds after the first frame). MPEG-TS/PS timestamps are 33-bit: libavformat
+    unwraps a jump back as a jump forward by nearly 2**33 ticks (26.5 h), which is undone here."""
+    if len(raw) < 2:
+        return ""
+    steps = np.diff(raw)
+    k = int(np.argmax(np.abs(steps)))
+    step = int(steps[k])
+    if wraps and abs(step) > 1 << (PTS_WRAP_BITS - 1):
+        step -= (1 << PTS_WRAP_BITS) * (1 if step > 0 else -1)
+    at = float((raw[k] - raw[0]) * time_base)
+    return f"{describe_jump(float(step * time_base))} at {at:.2f} s"
 
 
 def _read_all_data(layout: Layout, data_end: int) -> bool:
@@ -359,6 +407,12 @@ def _count_timestamps(durations: list[int], time_base: Fraction, rate: Fraction 
     at the stream's rate)."""
     step = durations[0] or (round(1 / (rate * time_base)) if rate else 1)
     return [i * step for i in range(len(durations))], [step] * len(durations)
+
+
+def _image_kind(container) -> str:
+    """'JPEG', 'PNG', ...: what the picture is, by its codec."""
+    codec = next((s.codec_context.name for s in container.streams.video if s.codec_context), None)
+    return {"mjpeg": "JPEG", None: container.format.name}.get(codec, (codec or "").upper())
 
 
 def _note_start(starts: dict, packet, ts: int) -> None:
