@@ -155,7 +155,7 @@ def source_frame_count(
     return SourceCount(seen, "estimated", "as the last source frame in the traces plus one (no manifest row)")
 
 
-def path_hint(video: str, videos_dir: Path | None) -> str:
+def _path_hint(video: str, videos_dir: Path | None) -> str:
     return f"{videos_dir / video if videos_dir is not None else video} not found"
 
 
@@ -190,7 +190,7 @@ def write_abaw(
         plan = _plan_from_names(names, by_video, stems, summary, note)
     _check_folder(out, {f"{n}.txt" for n, _, _ in plan})
     out.mkdir(parents=True, exist_ok=True)
-    counts: dict[str, SourceCount] = {}
+    counts: dict[str, SourceCount | None] = {}
     for name, person, video in plan:
         rows = by_video[video]
         row = manifest.get(video) or {}
@@ -204,7 +204,7 @@ def write_abaw(
                 if counts[video].how == "estimated":
                     note(
                         f"{video}: source frame count estimated as {counts[video].frames} {counts[video].basis} "
-                        f"({path_hint(video, videos_dir)}: --videos DIR counts them exactly)"
+                        f"({_path_hint(video, videos_dir)}: --videos DIR counts them exactly)"
                     )
         count = counts[video]
         if count is None:
