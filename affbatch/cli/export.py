@@ -49,12 +49,21 @@ def export_command(
             show_default=False,
         ),
     ] = None,
+    names: Annotated[
+        Path | None,
+        typer.Option(
+            "--names",
+            help="abaw: write exactly these files (a list of names such as video_left, one a line, as the "
+            "challenge gives them, or a folder of label files), each matched to a track as eval matches it.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Write traces as Aff-Wild2 challenge files (abaw), Parquet or CSV."""
     from affbatch.output.export import ExportOptions, export
 
     try:
-        options = ExportOptions(to=to, out=out, fill=fill, smooth=smooth, videos=videos)
+        options = ExportOptions(to=to, out=out, fill=fill, smooth=smooth, videos=videos, names=names)
         summary = export(traces, options)
     except AffbatchError as exc:
         raise CLI.fail(exc) from None

@@ -6,7 +6,9 @@ source frames (the challenge checks this). Names and tracks follow eval's own ru
 (``affbatch.evaluation.evaluate``: ``label_target``, ``pick_track``, ``per_source_frame``), so
 eval over the exported files scores each track against itself.
 
-* A video is written as ``<stem>_left.txt`` and ``<stem>_right.txt`` when it shows two people:
+* With ``--names`` (the challenge's list of test files), exactly those files are written,
+  each matched to its video and track as eval matches a label file of that name. Without it, a
+  video is written as ``<stem>_left.txt`` and ``<stem>_right.txt`` when it shows two people:
   its two longest tracks are seen in the same frames for at least ``TWO_PEOPLE_MIN_S`` and for
   at least ``TWO_PEOPLE_MIN_SHARE`` of the shorter one's frames (a track cut in two by a missed
   detection never overlaps itself; a second person does). Otherwise ``<stem>.txt``.
@@ -153,7 +155,7 @@ def source_frame_count(
     return SourceCount(seen, "estimated", "as the last source frame in the traces plus one (no manifest row)")
 
 
-def path_hint(video: str, videos_dir: Path | None) -> str:
+def _path_hint(video: str, videos_dir: Path | None) -> str:
     return f"{videos_dir / video if videos_dir is not None else video} not found"
 
 
@@ -164,13 +166,16 @@ def write_abaw(
     out: Path,
     fill: FillMethod = "nearest",
     videos_dir: Path | None = None,
+    names: list[str] | None = None,
     report: Report | None = None,
 ) -> AbawSummary:
     """Write the challenge files of every video of ``table`` into the folder ``out``.
 
     ``manifest``: video -> its manifest row as a dict ({} without a manifest); ``fps_mode``:
-    "30" or "native", as the traces were scored. A video that cannot be written (an ambiguous
-    name, a changed file) is listed in ``failed``; the others are written.
+    "30" or "native", as the traces were scored. ``names``: the files to write (stems such as
+    ``video_left``, as the challenge lists them), each matched to a video and track by eval's
+    rule; None: every video, one or two people as the tracks say. A video that cannot be
+    written (an ambiguous name, a changed file) is listed in ``failed``; the others are written.
     """
     if fill not in FILL_CHOICES:
         raise UsageError(f"--fill {fill!r}: choose one of {', '.join(FILL_CHOICES)}")
@@ -179,26 +184,13 @@ def write_abaw(
     by_video = split_by_video(table)
     stems = video_stems(by_video)
     median = _median_prediction(by_video)
-    plan: list[tuple[str, str | None, str]] = []  # (file name, person, video)
-    for video in sorted(by_video):
-        rows = by_video[video]
-        row = manifest.get(video) or {}
-        fps = 30.0 if fps_mode == "30" else float(row.get("native_fps") or 30.0)
-        people = ("left", "right") if two_people(rows, fps) else (None,)
-        stem = Path(video).stem
-        names = [(f"{stem}_{p}" if p else stem, p) for p in people]
-        clashes = []
-        for n, p in names:
-            matched, q, why = label_target(n, stems)
-            if (matched, q) != (video, p):
-                clashes.append(f"eval would match {n}.txt to " + (f"{matched}" if matched else f"nothing: {why}"))
-        if clashes:
-            summary.failed.append((video, "; ".join(clashes)))
-            continue
-        plan += [(n, p, video) for n, p in names]
+    if names is None:
+        plan = _plan_from_tracks(by_video, stems, manifest, fps_mode, summary)
+    else:
+        plan = _plan_from_names(names, by_video, stems, summary, note)
     _check_folder(out, {f"{n}.txt" for n, _, _ in plan})
     out.mkdir(parents=True, exist_ok=True)
-    counts: dict[str, SourceCount] = {}
+    counts: dict[str, SourceCount | None] = {}
     for name, person, video in plan:
         rows = by_video[video]
         row = manifest.get(video) or {}
@@ -212,7 +204,7 @@ def write_abaw(
                 if counts[video].how == "estimated":
                     note(
                         f"{video}: source frame count estimated as {counts[video].frames} {counts[video].basis} "
-                        f"({path_hint(video, videos_dir)}: --videos DIR counts them exactly)"
+                        f"({_path_hint(video, videos_dir)}: --videos DIR counts them exactly)"
                     )
         count = counts[video]
         if count is None:
@@ -230,6 +222,61 @@ def write_abaw(
         _write_file(out / f"{name}.txt", np.clip(values, *LABEL_RANGE))
         summary.files.append(AbawFile(name, video, person, track, count.frames, int(known.sum()), count.how))
     return summary
+
+
+def _plan_from_tracks(by_video, stems, manifest, fps_mode, summary) -> list[tuple[str, str | None, str]]:
+    """(file name, person, video) for every video: ``<stem>`` or ``_left``/``_right`` (two people)."""
+    plan = []
+    for video in sorted(by_video):
+        rows = by_video[video]
+        row = manifest.get(video) or {}
+        fps = 30.0 if fps_mode == "30" else float(row.get("native_fps") or 30.0)
+        people = ("left", "right") if two_people(rows, fps) else (None,)
+        stem = Path(video).stem
+        names = [(f"{stem}_{p}" if p else stem, p) for p in people]
+        clashes = []
+        for n, p in names:
+            matched, q, why = label_target(n, stems)
+            if (matched, q) != (video, p):
+                clashes.append(f"eval would match {n}.txt to " + (f"{matched}" if matched else f"nothing: {why}"))
+        if clashes:
+            summary.failed.append((video, "; ".join(clashes)))
+            continue
+        plan += [(n, p, video) for n, p in names]
+    return plan
+
+
+def _plan_from_names(names, by_video, stems, summary, note) -> list[tuple[str, str | None, str]]:
+    """(file name, person, video) for each name given, matched as eval matches a label file."""
+    plan = []
+    for name in names:
+        video, person, why = label_target(name, stems)
+        if video is None:
+            summary.failed.append((name, f"named by --names, but {why}"))
+        else:
+            plan.append((name, person, video))
+    unnamed = sorted(set(by_video) - {video for _, _, video in plan})
+    if unnamed:
+        shown = ", ".join(unnamed[:5]) + (", ..." if len(unnamed) > 5 else "")
+        note(f"{len(unnamed)} videos of the traces are not in --names and are not written: {shown}")
+    return plan
+
+
+def read_names(path: Path) -> list[str]:
+    """``--names``: a text file with one file name per line (``.txt`` optional, as the
+    challenge's lists of test videos give them), or a folder of label files (their stems)."""
+    path = Path(path)
+    if path.is_dir():
+        names = [p.stem for p in sorted(path.glob("*.txt"))]
+    else:
+        try:
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--names {path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+        names = [line.strip().removesuffix(".txt") for line in lines if line.strip()]
+    if not names:
+        raise UsageError(f"--names {path}: no names in it")
+    return list(dict.fromkeys(names))
 
 
 def _median_prediction(by_video: dict[str, dict[str, np.ndarray]]) -> tuple[float, float]:

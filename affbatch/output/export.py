@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from affbatch.errors import AffbatchError, UsageError
 from affbatch.files import atomic_path, write_json_atomically
-from affbatch.output.abaw import FILL_CHOICES, AbawSummary, FillMethod, write_abaw
+from affbatch.output.abaw import FILL_CHOICES, AbawSummary, FillMethod, read_names, write_abaw
 from affbatch.output.smoothing import Smoothing, smooth_table
 from affbatch.output.traces import TRACE_SCHEMA, manifest_path, read_table, read_traces
 
@@ -42,6 +42,7 @@ class ExportOptions:
     fill: FillMethod = "nearest"
     smooth: float | None = None  # seconds; None: no smoothing
     videos: Path | None = None  # where the scored videos are (ABAW from 30 fps traces)
+    names: Path | None = None  # ABAW: the files to write (a list, or a folder of label files)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -53,6 +54,10 @@ class ExportOptions:
             raise UsageError(f"--fill applies to --to abaw only (the {self.to} export keeps nulls as nulls)")
         if self.videos is not None and not Path(self.videos).is_dir():
             raise UsageError(f"--videos {self.videos}: not a folder")
+        if self.to != "abaw" and (self.videos is not None or self.names is not None):
+            raise UsageError(f"--videos and --names apply to --to abaw only, not --to {self.to}")
+        if self.names is not None and not Path(self.names).exists():
+            raise UsageError(f"--names {self.names}: not found")
 
 
 @dataclass
@@ -152,7 +157,8 @@ def _export_abaw(
         for row in manifest.to_pylist():
             rows[row["video"]] = row
     mode = fps_mode(table)
-    abaw = write_abaw(table, rows, mode, options.out, options.fill, options.videos)
+    names = read_names(options.names) if options.names is not None else None
+    abaw = write_abaw(table, rows, mode, options.out, options.fill, options.videos, names)
     summary.abaw = abaw
     summary.notes += abaw.notes
     summary.failed += abaw.failed
@@ -164,6 +170,7 @@ def _export_abaw(
         "traces": metadata,
         "fps": mode,
         "fill": options.fill,
+        "names": str(options.names) if options.names is not None else None,
         "smoothing": json.loads(metadata["smoothing"]) if "smoothing" in metadata else None,
         "files": [f.to_json() for f in abaw.files],
         "failed": [{"video": v, "error": e} for v, e in summary.failed],

@@ -121,10 +121,12 @@ def smooth_table(table: pa.Table, smoothing: Smoothing) -> pa.Table:
     )
     out = va.copy()
     have = (track >= 0) & np.isfinite(va).all(axis=1)
-    rates = {}
-    for v in np.unique(video):
-        rows = video == v
-        rates[v] = frame_rate(time_s[rows], frame[rows])
+    by_video = np.argsort(video, kind="stable")
+    bounds = np.searchsorted(video[by_video], np.arange(int(video.max()) + 2))
+    rates = {
+        v: frame_rate(time_s[by_video[bounds[v] : bounds[v + 1]]], frame[by_video[bounds[v] : bounds[v + 1]]])
+        for v in range(len(bounds) - 1)
+    }
     rows = np.flatnonzero(have)
     order = rows[np.lexsort((frame[rows], track[rows], video[rows]))]
     keys = np.stack([video[order], track[order]], axis=1)

@@ -410,6 +410,8 @@ def test_library_call(tmp_path):
         (["--to", "parquet", "--out", "{tmp}/no/x.parquet"], 2, "does not exist"),
         (["--to", "abaw", "--out", "{tmp}/x", "--smooth", "0"], 2, "--smooth 0"),
         (["--to", "abaw", "--out", "{tmp}/x", "--videos", "{tmp}/none"], 2, "--videos"),
+        (["--to", "abaw", "--out", "{tmp}/x", "--names", "{tmp}/none.txt"], 2, "--names"),
+        (["--to", "csv", "--out", "{tmp}/x.csv", "--names", "{tmp}/t.arrow"], 2, "apply to --to abaw only"),
     ],
 )
 def test_usage_errors(tmp_path, args, status, message):
@@ -444,3 +446,29 @@ def test_without_a_manifest(tmp_path):
     assert "one.mp4: source frame count estimated as 90 as the last source frame in the traces" in result.stderr
     result = invoke("export", traces, "--to", "parquet", "--out", tmp_path / "t.parquet")
     assert result.exit_code == 0 and not (tmp_path / "t.videos.parquet").exists()
+
+
+@pytest.mark.parametrize("as_folder", [False, True])
+def test_names_choose_the_files_as_eval_matches_them(tmp_path, as_folder):
+    traces, _ = native_dataset(tmp_path)
+    wanted = ["one", "pair_left", "pair_right", "cut_left", "cut_right", "gone"]
+    if as_folder:
+        names = tmp_path / "names"
+        names.mkdir()
+        for n in wanted:
+            (names / f"{n}.txt").write_text("valence,arousal\n")
+    else:
+        names = tmp_path / "names.txt"
+        names.write_text("\n".join(f"{n}.txt" if n == "one" else n for n in wanted) + "\n\n")
+    out = tmp_path / "sub"
+    result = invoke("export", traces, "--to", "abaw", "--out", out, "--names", names)
+    assert result.exit_code == 1, result.output  # "gone" has no traces
+    assert "failed: gone: named by --names, but no traces" in result.stderr
+    assert "1 videos of the traces are not in --names and are not written: nobody.mp4" in result.stderr
+    written = sorted(p.stem for p in out.glob("*.txt"))
+    assert written == sorted(wanted[:-1])
+    e = evaluate(traces, out)
+    # cut.mp4 as two people: its two tracks (0 at x=320, 1 at x=330), left and right, as eval picks them.
+    assert (e.videos["cut_left"]["track"], e.videos["cut_right"]["track"]) == (0, 1)
+    assert e.overall.valence == pytest.approx(1.0, abs=1e-9)
+    assert all(len(read_label_file(out / f"{n}.txt").valence) == 60 for n in ("cut_left", "cut_right"))
