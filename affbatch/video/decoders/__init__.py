@@ -59,7 +59,7 @@ def get_decoder(name: str = "auto", device: str = "cpu") -> Decoder:
     if name == "auto":
         from affbatch.video.decoders.auto import auto_decoder
 
-        return auto_decoder(device)
+        return auto_decoder(device, availability(device), get_decoder)
     why = availability(device).get(name)
     if why:
         raise UsageError(f"decoder {name!r} is not available: {why}")

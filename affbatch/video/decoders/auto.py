@@ -16,7 +16,7 @@ Fallback to PyAV, per file, logged once per run and recorded in the traces' meta
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -106,18 +106,16 @@ class AutoDecoder(Decoder):
             self._logged = True
 
 
-def auto_decoder(device: str) -> Decoder:
-    """``--decoder auto`` for frames on ``device``."""
-    from affbatch.video.decoders import BACKENDS, availability, get_decoder
-
+def auto_decoder(device: str, usable: dict[str, str | None], make: Callable[[str, str], Decoder]) -> Decoder:
+    """``--decoder auto`` for frames on ``device``, given ``usable`` (``decoders.availability``
+    on that device) and ``make(name, device)`` (``decoders.get_decoder``)."""
     if not device.startswith("cuda"):
-        return get_decoder("pyav", device)
-    usable = availability(device)
+        return make("pyav", device)
     for name in PREFERENCE:
-        if usable[name] is None:
+        if usable.get(name) is None:
             others = [n for n in PREFERENCE if n != name]
-            why = "preferred" if name == PREFERENCE[0] else f"{', '.join(others)} {usable[others[0]]}"
-            return AutoDecoder(get_decoder(name, device), device, f"{name} ({why}; PyAV for files it cannot take)")
-    missing = ", ".join(f"{n}: {usable[n]}" for n in PREFERENCE if n in BACKENDS)
+            why = "preferred" if name == PREFERENCE[0] else f"{others[0]}: {usable.get(others[0])}"
+            return AutoDecoder(make(name, device), device, f"{name} ({why}; PyAV for files it cannot take)")
+    missing = "; ".join(f"{n}: {usable.get(n)}" for n in PREFERENCE)
     log.info("decoder auto: PyAV, frames moved to %s (no GPU decoder: %s)", device, missing)
-    return get_decoder("pyav", device)
+    return make("pyav", device)
