@@ -121,3 +121,16 @@ def test_batched_downscaling_is_antialiased():
     image = (((yy + xx) % 2) * 255).astype(np.uint8)[:, :, None].repeat(3, axis=2)
     crops = crop_faces_batched(image[None], np.array([0]), np.array([[100, 100, 500, 500]])).numpy()
     assert abs(crops.mean()) < 0.02 and crops.std() < 0.05
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("align", [False, True])
+def test_batched_crops_on_cuda_agree_with_crop_faces(align):
+    rng = np.random.default_rng(4)
+    frames = rng.integers(0, 256, (3, 241, 317, 3), dtype=np.uint8)
+    frame_of_face, boxes, landmarks = _mixed_faces(rng, 3, 241, 317)
+    reference = crop_faces(frames, frame_of_face, boxes, landmarks, align=align)
+    crops = crop_faces_batched(torch.from_numpy(frames).cuda(), frame_of_face, boxes, landmarks, align=align)
+    assert crops.device.type == "cuda"
+    # TF32 may be used by cuDNN/cuBLAS for the matrix products: a looser bound than on the CPU.
+    assert np.abs(crops.cpu().numpy() - reference).max() <= 1e-2

@@ -156,3 +156,24 @@ def test_detector_takes_torch_frames():
         for a, b in zip(detector(frames), detector(torch.from_numpy(frames)), strict=True):
             np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
             assert len(a) == 2
+
+
+@pytest.mark.gpu
+def test_post_processing_on_cuda_is_the_cpus(network_outputs):
+    (loc, conf, landmarks), net_size, source_size = network_outputs
+    options = DetectorOptions(score_threshold=0.05)
+    host = postprocess(loc, conf, landmarks, net_size, source_size, options)
+    cuda = postprocess(*(torch.from_numpy(a).cuda() for a in (loc, conf, landmarks)), net_size, source_size, options)
+    for a, b in zip(host, cuda, strict=True):
+        assert len(a) == len(b)
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+
+
+@pytest.mark.gpu
+def test_detector_on_cuda_frames():
+    frames = face_frames(faces=2, frames=4, width=480, height=270)
+    cpu = FaceDetector.default(runtime="onnxruntime")
+    gpu = FaceDetector.default(runtime="torch", device="cuda")
+    for a, b in zip(cpu(frames), gpu(torch.from_numpy(frames).cuda()), strict=True):
+        assert len(a) == len(b) == 2
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=0.5)

@@ -191,3 +191,17 @@ def test_nvcodec_says_what_it_needs():
 
     with pytest.raises(UsageError, match="GPU|PyNvVideoCodec"):
         NvCodecDecoder("cpu")
+
+
+@pytest.mark.gpu
+def test_dali_mixed_backend_gives_pyavs_frames_on_h264(tmp_path):
+    path = write_coded_clip(tmp_path / "g.mp4", constant_rate_pts(25, F(25), F(1, 1000)), F(1, 1000), noise_seed=1)
+    info = probe(path)
+    wanted = np.unique(select_frames(info, "30")[0])
+    gpu = decoders.get_decoder("dali", "cuda:0")
+    ours = list(gpu.frames(info, wanted, 7))
+    assert all(b.is_tensor and b.device.startswith("cuda") for b in ours)
+    a = np.concatenate([b.images for b in decoders.get_decoder("pyav").frames(info, wanted, 7)]).astype(int)
+    b = np.concatenate([b.host_images() for b in ours]).astype(int)
+    assert [read_code(im) for im in b] == wanted.tolist()
+    assert np.abs(a - b).max() <= 2 * DALI_MAX_DIFF and np.abs(a - b).mean() <= DALI_MEAN_DIFF
