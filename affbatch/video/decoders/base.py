@@ -100,6 +100,45 @@ class Decoder(ABC):
         """
 
 
+class SideStream:
+    """The decoding thread's device work (copies, rotation) on a CUDA stream of its own, so that
+    it overlaps the models' kernels on the default stream instead of queueing behind them.
+
+    ``with side:`` runs torch work on the stream; ``side.hand_over(t)`` waits for that work,
+    then marks ``t`` as used by the default stream (so the caching allocator does not reuse its
+    memory while kernels queued there still read it) and returns it, ready for the analysis.
+    On the CPU both are no-ops.
+    """
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self._stream = None
+        self._context = None
+
+    def __enter__(self) -> SideStream:
+        if self.device.startswith("cuda"):
+            import torch
+
+            if self._stream is None:
+                self._stream = torch.cuda.Stream(torch.device(self.device))
+            self._context = torch.cuda.stream(self._stream)
+            self._context.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._context is not None:
+            self._context.__exit__(*exc)
+            self._context = None
+
+    def hand_over(self, tensor):
+        if self._stream is not None and getattr(tensor, "is_cuda", False):
+            import torch
+
+            self._stream.synchronize()
+            tensor.record_stream(torch.cuda.default_stream(tensor.device))
+        return tensor
+
+
 class DeviceFrames(Decoder):
     """Another decoder's batches moved to a torch device once, as uint8: everything after the
     decoder (detector, crops, affect model) then runs there. For a host decoder (PyAV) feeding
@@ -108,11 +147,13 @@ class DeviceFrames(Decoder):
     def __init__(self, decoder: Decoder, device: str) -> None:
         self.decoder, self.target = decoder, device
         self.name = decoder.name
+        self.side = SideStream(device)
 
     def frames(self, info: VideoInfo, wanted: np.ndarray, batch_size: int) -> Iterator[FrameBatch]:
         import torch
 
         for batch in self.decoder.frames(info, wanted, batch_size):
             images = batch.images if batch.is_tensor else torch.from_numpy(batch.images)
-            # pin_memory + non_blocking would overlap the copy; the decoding thread already does.
-            yield FrameBatch(images.to(self.target), batch.source_index, batch.time_s)
+            with self.side:  # the upload overlaps the models' work on the previous batch
+                images = images.to(self.target)
+            yield FrameBatch(self.side.hand_over(images), batch.source_index, batch.time_s)

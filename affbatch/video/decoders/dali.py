@@ -25,7 +25,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from affbatch.errors import DecodeFailure, UsageError
-from affbatch.video.decoders.base import Decoder, FrameBatch
+from affbatch.video.decoders.base import Decoder, FrameBatch, SideStream
 from affbatch.video.probe import VideoInfo
 
 #: Codecs DALI's CPU backend decodes (its documentation for ``fn.decoders.video``, DALI >= 2.1.1).
@@ -57,6 +57,7 @@ class DaliDecoder(Decoder):
         #: "mixed" (NVDEC, frames on the GPU) or "cpu" (libavcodec, host frames).
         self.backend = "cpu" if self.device_id is None else "mixed"
         self.threads = threads
+        self.side = SideStream(device if self.device_id is not None else "cpu")
         self._pipeline = None
 
     def supports(self, info: VideoInfo) -> str | None:
@@ -92,9 +93,10 @@ class DaliDecoder(Decoder):
         run = max(batch_size, (RUN_BYTES // per_frame) // batch_size * batch_size)
         for start in range(0, len(wanted), run):
             chunk = wanted[start : start + run]
-            decoded = self._run(info, data, chunk - skipped)
-            if quarter_turns:
-                decoded = torch.rot90(decoded, quarter_turns, dims=(1, 2))
+            with self.side:  # device work overlaps the models' kernels on the default stream
+                decoded = self._run(info, data, chunk - skipped)
+                if quarter_turns:
+                    decoded = torch.rot90(decoded, quarter_turns, dims=(1, 2))
             if tuple(decoded.shape[1:]) != (info.height, info.width, 3):
                 raise DecodeFailure(
                     f"{info.path}: DALI gave {decoded.shape[2]}x{decoded.shape[1]} frames, "
@@ -103,10 +105,10 @@ class DaliDecoder(Decoder):
             for b in range(0, len(chunk), batch_size):
                 # A copy: DALI may reuse its output memory at the next run, while the analysis
                 # still holds this batch (decoding runs ahead).
-                images = decoded[b : b + batch_size].clone(memory_format=torch.contiguous_format)
+                with self.side:
+                    images = decoded[b : b + batch_size].clone(memory_format=torch.contiguous_format)
                 source = chunk[b : b + batch_size].astype(np.int32)
-                if self.backend == "cpu":
-                    images = images.numpy()
+                images = images.numpy() if self.backend == "cpu" else self.side.hand_over(images)
                 yield FrameBatch(images=images, source_index=source, time_s=times[source])
 
     def _run(self, info: VideoInfo, data: np.ndarray, indices: np.ndarray):

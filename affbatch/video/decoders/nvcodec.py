@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from affbatch.errors import DecodeFailure, UsageError
-from affbatch.video.decoders.base import Decoder, FrameBatch
+from affbatch.video.decoders.base import Decoder, FrameBatch, SideStream
 from affbatch.video.decoders.dali import cuda_index
 from affbatch.video.probe import VideoInfo
 
@@ -45,6 +45,7 @@ class NvCodecDecoder(Decoder):
             raise UsageError("--decoder nvcodec needs PyNvVideoCodec: pip install 'affbatch[gpu]'") from None
         self.gpu_id = index
         self.device = f"cuda:{index}"
+        self.side = SideStream(self.device)
         self._decoder = None
 
     def supports(self, info: VideoInfo) -> str | None:
@@ -68,7 +69,8 @@ class NvCodecDecoder(Decoder):
         is_wanted = np.zeros(info.frames, bool)
         is_wanted[wanted] = True
         shape = (min(batch_size, len(wanted)), info.height, info.width, 3)
-        buf = torch.empty(shape, dtype=torch.uint8, device=self.device)
+        with self.side:
+            buf = torch.empty(shape, dtype=torch.uint8, device=self.device)
         idx: list[int] = []
         counted = 0
         while True:
@@ -84,22 +86,26 @@ class NvCodecDecoder(Decoder):
                 counted += 1
                 if i >= info.frames or not is_wanted[i]:
                     continue
-                image = torch.from_dlpack(frame)  # (H, W, 3) uint8 on the GPU, valid until the next call
-                if tuple(image.shape) != (coded[1], coded[0], 3):
-                    raise DecodeFailure(
-                        f"{info.path}: frame {i} is {image.shape[1]}x{image.shape[0]}, "
-                        f"the video is {coded[0]}x{coded[1]} (size changes mid-stream are not supported)"
-                    )
-                if quarter_turns:
-                    image = torch.rot90(image, quarter_turns, dims=(0, 1))
-                buf[len(idx)].copy_(image)
+                with self.side:  # overlaps the models' kernels on the default stream
+                    # (H, W, 3) uint8 on the GPU, valid until the next call; DLPack makes the
+                    # side stream wait for the decoder's conversion.
+                    image = torch.from_dlpack(frame)
+                    if tuple(image.shape) != (coded[1], coded[0], 3):
+                        raise DecodeFailure(
+                            f"{info.path}: frame {i} is {image.shape[1]}x{image.shape[0]}, "
+                            f"the video is {coded[0]}x{coded[1]} (size changes mid-stream are not supported)"
+                        )
+                    if quarter_turns:
+                        image = torch.rot90(image, quarter_turns, dims=(0, 1))
+                    buf[len(idx)].copy_(image)
                 idx.append(i)
                 if len(idx) == len(buf):
-                    yield self._batch(buf, idx, times)
+                    yield self._batch(self.side.hand_over(buf), idx, times)
                     idx = []
-                    buf = torch.empty_like(buf)
+                    with self.side:
+                        buf = torch.empty_like(buf)
         if idx:
-            yield self._batch(buf[: len(idx)], idx, times)
+            yield self._batch(self.side.hand_over(buf[: len(idx)]), idx, times)
         if counted != info.frames:
             raise DecodeFailure(
                 f"{info.path}: NVDEC gave {counted} frames, demuxing found {info.frames} "
