@@ -4,8 +4,9 @@
 native. ``models``: each model stage alone (detector, prior, VGG-16 to fc6, GRU + attention) per
 runtime and batch size, next to its compute floor. ``faces``: ``affbatch score`` end to end on
 360p/720p/1080p clips with one and two faces, with the prior and with vggface-gru-attn, next to a
-naive baseline and the compute floor. Medians and spreads of repeated runs after a warm-up, peak
-memory; JSON, Markdown and PNG plots go to --out.
+naive baseline and the compute floor. ``gpu`` (a CUDA device only): each GPU decoder alone and
+``score`` end to end with frames kept on the GPU, with parity against the CPU path. Medians and
+spreads of repeated runs after a warm-up, peak memory; JSON, Markdown and PNG plots go to --out.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import decode, faces, models, plots
+from bench import decode, faces, gpu, models, plots
 from bench.report import write_suite
 
-SUITES = ("decode", "models", "faces")
+SUITES = ("decode", "models", "faces", "gpu")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -112,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
                     results += decode.run(tmp, args.seconds, args.repeats, batch, args.quick)
             elif suite == "models":
                 results = models.run(tmp, args.repeats, args.quick, device, gflops_s)
+            elif suite == "gpu":
+                if not device.startswith("cuda"):
+                    print("gpu: needs a CUDA device (--device cuda); skipped", flush=True)
+                    continue
+                resolutions = ("360p", "720p") if args.quick else tuple(gpu.RESOLUTIONS)
+                results = gpu.run(tmp, args.seconds, args.repeats, device, args.batch_size[-1], resolutions=resolutions)
             else:
                 from affbatch.video import decoders
 
@@ -124,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                     gflops_s,
                     runtimes,
                     args.batch_size,
-                    [name for name, why in decoders.availability().items() if why is None],
+                    [n for n, why in decoders.availability().items() if why is None and n not in decode.GPU_DECODERS],
                     naive_runtime=default_runtime if default_runtime in runtimes else runtimes[0],
                     naive_frames=args.naive_frames,
                 )
@@ -166,6 +173,10 @@ def write(suite: str, results, machine: dict, args: argparse.Namespace) -> tuple
     elif suite == "models":
         table = models.markdown(results, machine, args.repeats)
         plot = plots.models_plot(results, machine, args.out / "models.png")
+    elif suite == "gpu":
+        table = gpu.markdown(results, machine, args.repeats)
+        json_path, md_path = write_suite(args.out, suite, machine, results, table)
+        return table, [json_path, md_path]
     else:
         table = faces.markdown(results, machine, args.repeats, args.naive_frames)
         plot = plots.faces_plot(results, machine, args.out / "faces.png")

@@ -83,7 +83,8 @@ def gather() -> dict:
         },
         "devices": {"cpu": None, "cuda": cuda_unavailable()},
         "gpus": _gpus(),
-        "decoders": decoders.availability(),
+        # what each decoder can do on the best device here (nvcodec needs a GPU)
+        "decoders": decoders.availability("cuda" if cuda_unavailable() is None else "cpu"),
         # {runtime: {device kind: None if it runs there, else why not}}
         "runtimes": engines.availability(),
         "auto": _auto(),

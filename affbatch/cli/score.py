@@ -31,7 +31,13 @@ def score_command(
     ] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     runtime: Annotated[str, typer.Option(help="auto, onnxruntime, torch or tensorrt.")] = "auto",
-    decoder: Annotated[str, typer.Option(help="auto, pyav or dali.")] = "auto",
+    decoder: Annotated[
+        str,
+        typer.Option(
+            help="auto (on a GPU: nvcodec or dali, with pyav for files they cannot take; else pyav), pyav, dali "
+            "or nvcodec."
+        ),
+    ] = "auto",
     detector: Annotated[
         str, typer.Option(help="auto (packaged RetinaFace MobileNet-0.25) or a RetinaFace ResNet-50 checkpoint file.")
     ] = "auto",
