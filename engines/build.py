@@ -138,7 +138,10 @@ def resolve_precision(precision: str, runtime: str, device: str) -> str:
             raise RuntimeUnavailable(f"--precision bf16: {why}; use fp32")
         return precision
     if precision == "auto":
-        if pinned_precision() is not None:
+        from engines.cpuinfo import detect
+
+        # Without bf16 in hardware, fp32 as before: ONNX Runtime is its fastest runtime here.
+        if pinned_precision() is not None or detect().bf16_unavailable():
             return "fp32"
         return "auto" if len(candidates(runtime, "auto", cpu_runtimes())) > 1 else "fp32"
     return precision

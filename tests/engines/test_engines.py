@@ -24,7 +24,7 @@ import engines
 from affbatch.models.vggface_gru_attn import AffectState
 from engines import build as engine_build
 from engines import cache as engine_cache
-from engines import tensorrt_ops
+from engines import cpuinfo, tensorrt_ops
 from engines.onnx_export import OPSET, CastPrecision, onnx_ops
 from tests.engines.engine_models import SPEC_IDS, SPECS, TOLERANCE, assert_close
 from tests.engines.engine_models import reference as torch_reference
@@ -87,7 +87,7 @@ def test_onnxruntime_session_settings(ort_model):
     import onnxruntime as ort
 
     options = ort_model.session.get_session_options()
-    assert options.intra_op_num_threads == os.cpu_count()
+    assert options.intra_op_num_threads == cpuinfo.cores()
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert ort_model.session.get_providers() == ["CPUExecutionProvider"]
     assert ort_model.runtime == "onnxruntime" and ort_model.device == "cpu"
