@@ -9,8 +9,9 @@ machine has bf16 (``engines.cpuinfo``) and the caller left the runtime or the pr
 kept in ``<cache root>/autotune/<key>.json``, keyed by the graph, the candidates, the CPU and
 the runtimes' versions: later runs take it without timing anything.
 
-Accuracy is not judged here: which models may run in bf16 is decided by the caller's tests
-(affbatch's gates on real faces, ``tests/engines/test_precision_gates.py``).
+Accuracy is not judged here, nor assumed: a module runs in bf16 under ``auto`` only in the
+runtimes its class lists in ``bf16_runtimes`` (:data:`BF16_ATTRIBUTE`), which its owner's tests
+check (affbatch's gates on real faces: ``tests/engines/test_precision_gates.py``).
 ``AFFBATCH_AUTO_PRECISION=fp32`` makes ``auto`` float32 everywhere (no tuning).
 """
 
@@ -56,13 +57,28 @@ def pinned_precision() -> str | None:
     return value
 
 
-def candidates(runtime: str, precision: str, available: Mapping[str, str | None]) -> list[Candidate]:
+#: The attribute of a module that says in which runtimes ``auto`` may run it in bf16: a tuple of
+#: runtime names whose bf16 outputs its owner's tests found within their accuracy gates. A module
+#: without it is never run in bf16 by ``auto`` (asked for explicitly, ``--precision bf16`` is).
+BF16_ATTRIBUTE = "bf16_runtimes"
+
+
+def bf16_runtimes(module) -> tuple[str, ...] | None:
+    """The runtimes a module's bf16 accuracy is tested in (None: not declared)."""
+    value = getattr(module, BF16_ATTRIBUTE, None)
+    return None if value is None else tuple(value)
+
+
+def candidates(
+    runtime: str, precision: str, available: Mapping[str, str | None], bf16_tested: Sequence[str] | None = None
+) -> list[Candidate]:
     """The (runtime, precision) pairs ``auto`` chooses from on this CPU, best guess first.
 
     ``runtime``/``precision``: as asked (``auto`` or a name); ``available``: runtime -> None if
-    it runs on the CPU here, else why not. bf16 is offered only where the CPU has it in
-    hardware. torch fp32 is left out when ONNX Runtime is there (never faster on the CPU:
-    31.7 vs 37.6 faces/s for VGG-16, issue 13).
+    it runs on the CPU here, else why not; ``bf16_tested``: with precision ``auto``, the
+    runtimes whose bf16 is tested for this module (None: any, for a caller that asks for no
+    gate). bf16 is offered only where the CPU has it in hardware. torch fp32 is left out when
+    ONNX Runtime is there (never faster on the CPU: 31.7 vs 37.6 faces/s for VGG-16, issue 13).
     """
     from engines.cpuinfo import detect
 
@@ -76,6 +92,8 @@ def candidates(runtime: str, precision: str, available: Mapping[str, str | None]
     for p in precisions:
         for r in runtimes:
             if available.get(r) is not None or p not in runs[r]:
+                continue
+            if p == "bf16" and precision == "auto" and bf16_tested is not None and r not in bf16_tested:
                 continue
             if runtime == "auto" and r == "torch" and p == "fp32" and available.get("onnxruntime") is None:
                 continue

@@ -221,7 +221,8 @@ def _autotuned(
     from engines.cache import cache_root, cached_onnx, onnx_sha256
     from engines.cpuinfo import cores, detect
 
-    options_list = autotune.candidates(placement.runtime, placement.precision, cpu_runtimes())
+    tested = autotune.bf16_runtimes(module) if placement.precision == "auto" else None
+    options_list = autotune.candidates(placement.runtime, placement.precision, cpu_runtimes(), tested or ())
     args = (module, example_inputs, input_names, output_names, dynamic_axes, cache_dir, cache_extra, options)
     if len(options_list) == 1:
         return _compile(options_list[0][0], "cpu", options_list[0][1], *args)

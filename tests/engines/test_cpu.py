@@ -61,6 +61,8 @@ def unpinned(monkeypatch, tmp_path):
 class Conv(torch.nn.Module):
     """A small convolutional model, dynamic in batch: what auto sees, seconds to tune."""
 
+    bf16_runtimes = ("openvino", "torch")  # as a model whose bf16 accuracy is tested declares it
+
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
@@ -249,6 +251,24 @@ def test_auto_measures_each_candidate_once_and_reuses_the_decision(unpinned, mon
     monkeypatch.setattr(autotune, "time_engine", no_timing)
     again = compile_conv()
     assert (again.runtime, again.precision) == (engine.runtime, engine.precision)
+
+
+@NEEDS_BF16
+def test_auto_offers_bf16_only_in_the_runtimes_a_module_declares(unpinned):
+    available = engine_build.cpu_runtimes()
+    assert autotune.candidates("auto", "auto", available, ()) == [("openvino", "fp32"), ("onnxruntime", "fp32")]
+    assert autotune.candidates("auto", "auto", available, ("openvino",))[0] == ("openvino", "bf16")
+    assert ("torch", "bf16") not in autotune.candidates("auto", "auto", available, ("openvino",))
+    # asked for explicitly, bf16 is the user's choice: every runtime that runs it
+    assert autotune.candidates("auto", "bf16", available, ()) == [("openvino", "bf16"), ("torch", "bf16")]
+
+    class Undeclared(Conv):
+        bf16_runtimes = None
+
+    x = torch.zeros(2, 3, 32, 32)
+    engine = engines.compile(Undeclared().eval(), (x,), ["x"], ["y"], {"x": {0: "faces"}, "y": {0: "faces"}},
+                             precision="auto")  # fmt: skip
+    assert engine.precision == "fp32"
 
 
 @NEEDS_BF16
