@@ -164,6 +164,8 @@ class Scorer:
             "model_sha256": ident.model_sha256,
             "detector": ident.detector,
             "detector_sha256": ident.detector_sha256,
+            # bf16 and fp32 traces differ (within the gates of tests/engines/test_precision_gates.py)
+            "precision": ident.precision,
         }
         #: The traces' schema metadata.
         self.metadata = {

@@ -65,6 +65,23 @@ def private_model_cache(tmp_path_factory):
         os.environ["AFFBATCH_CACHE_DIR"] = previous
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fp32_auto():
+    """``auto`` is fp32 in tests (``AFFBATCH_AUTO_PRECISION``), as on a CPU without bf16: the
+    tests compare against float32 references, and they must mean the same on every machine.
+    The per-model choice of ``auto`` (bf16 where the CPU has it) is tested on its own, with
+    the pin removed (tests/engines/test_cpu.py, tests/engines/test_precision_gates.py)."""
+    from engines.autotune import PIN_ENV
+
+    previous = os.environ.get(PIN_ENV)
+    os.environ[PIN_ENV] = "fp32"
+    yield
+    if previous is None:
+        os.environ.pop(PIN_ENV, None)
+    else:
+        os.environ[PIN_ENV] = previous
+
+
 @pytest.fixture(scope="module")
 def vggface_model():
     """``vggface-gru-attn`` with seeded random weights, in eval mode: one per test module."""

@@ -41,19 +41,24 @@ class FaceAffectAnalyzer:
         self.affect = affect
         self.align = align
         if affect is None:
-            model, sha, runtime = "faces", None, "none"
+            model, sha, runtime, precision = "faces", None, "none", "none"
             description = f"faces and tracks only, no affect model; faces: {detector.name}"
         else:
-            model, sha, runtime = affect.identity.name, affect.identity.weights_sha256, affect_runtime(affect)
+            model, sha = affect.identity.name, affect.identity.weights_sha256
+            runtime, precision = engines_used(affect_engines(affect))
             description = f"{affect.identity.description}; faces: {detector.name}"
+        # The detector's engine, not its arguments: on the CPU ``auto`` is decided per model.
+        detector_runtime, detector_precision = engines_used(affect_engines(getattr(detector, "network", None)))
+        detector_runtime = detector_runtime if detector_runtime != "unknown" else detector.runtime
         self.identity = ModelIdentity(
             model=model,
             model_sha256=sha,
             detector=detector.name,
             detector_sha256=detector.weights_sha256,
-            runtime=f"detector: {detector.runtime}, affect: {runtime}",
+            runtime=f"detector: {detector_runtime}, affect: {runtime}",
             device=detector.device,
             description=description,
+            precision=f"detector: {detector_precision}, affect: {precision}",
         )
 
     def start(self, info: VideoInfo, slots: np.ndarray, crop_sink: CropSink | None = None) -> None:
@@ -172,6 +177,18 @@ def _output_frames_by_source(slots: np.ndarray, sources: int) -> list[list[int]]
     return by_source
 
 
-def affect_runtime(affect) -> str:
-    engine = getattr(affect, "engine", None) or getattr(affect, "cnn", None)
-    return getattr(engine, "runtime", "unknown")
+def affect_engines(model) -> list:
+    """The compiled engines a model runs (a FrameAffect's one, a SequenceAffect's two, a detector network's one)."""
+    found = [getattr(model, name, None) for name in ("engine", "cnn", "temporal")]
+    return [e for e in found if e is not None and hasattr(e, "runtime")]
+
+
+def engines_used(found: list) -> tuple[str, str]:
+    """(runtimes, precisions) of ``found``, each distinct value once, in order: ``openvino + onnxruntime``."""
+    if not found:
+        return "unknown", "unknown"
+
+    def distinct(values: list[str]) -> str:
+        return " + ".join(dict.fromkeys(values))
+
+    return distinct([e.runtime for e in found]), distinct([getattr(e, "precision", "fp32") for e in found])

@@ -72,6 +72,9 @@ class FrameAffect:
 class TemporalOutputs(nn.Module):
     """The recurrent part from a zero state, outputs only: what one window needs."""
 
+    #: Where `--precision auto` may run it in bf16 (engines.autotune; tests/engines/test_precision_gates.py).
+    bf16_runtimes = ("openvino", "torch")
+
     def __init__(self, temporal: nn.Module):
         super().__init__()
         self.temporal = temporal

@@ -30,7 +30,14 @@ def score_command(
         ),
     ] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    runtime: Annotated[str, typer.Option(help="auto, onnxruntime, torch or tensorrt.")] = "auto",
+    runtime: Annotated[str, typer.Option(help="auto, onnxruntime, openvino (CPU), torch or tensorrt.")] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="auto (per model, the fastest measured whose accuracy is tested: bf16 on CPUs with AMX/AVX512-BF16, "
+            "else fp32), fp32, bf16 or fp16 (CUDA)."
+        ),
+    ] = "auto",
     decoder: Annotated[
         str,
         typer.Option(
@@ -59,6 +66,7 @@ def score_command(
             model=model,
             device=device,
             runtime=runtime,
+            precision=precision,
             decoder=decoder,
             detector=detector,
             batch_size=batch_size,

@@ -62,7 +62,8 @@ def clip(tmp_path):
         (["--model", "vggface-gru-attn"], "needs trained weights"),
         (["--runtime", "tensorrt", "--model", "auto"], "tensorrt: "),
         (["--device", "tpu"], "--device 'tpu'"),
-        (["--runtime", "openvino"], "--runtime 'openvino'"),
+        (["--runtime", "tflite"], "--runtime 'tflite'"),
+        (["--precision", "int8"], "--precision 'int8'"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(clip, tmp_path, args, message):
@@ -89,7 +90,8 @@ def test_info_json():
     assert info["decoders"]["pyav"] is None
     assert info["decoders"]["nvcodec"]  # a reason: GPU only, or not installed
     assert set(info["decoders"]) == {"pyav", "dali", "nvcodec"}
-    assert set(info["runtimes"]) == {"onnxruntime", "torch", "tensorrt"}
+    assert set(info["runtimes"]) == {"onnxruntime", "torch", "tensorrt", "openvino"}
+    assert info["cpu"]["cpus"] >= 1 and isinstance(info["cpu"]["features"], list)
     assert info["devices"]["cpu"] is None
 
 
