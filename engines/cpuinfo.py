@@ -90,6 +90,13 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def threads() -> int:
+    """Threads one inference session may use: ``AFFBATCH_THREADS`` when set (a worker's share of
+    the cores, set by affbatch.scale), else :func:`cores`."""
+    given = os.environ.get("AFFBATCH_THREADS", "")
+    return int(given) if given.isdigit() and int(given) > 0 else cores()
+
+
 def runtime_reports() -> dict[str, object]:
     """What each installed runtime says it uses on this CPU (imports them: not for hot paths).
 

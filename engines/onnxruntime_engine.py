@@ -27,13 +27,14 @@ def session_options():
     """The session options every affbatch session uses: all optimisations, every core, no spinning."""
     import onnxruntime as ort
 
-    from engines.cpuinfo import cores
+    from engines.cpuinfo import threads
 
     options = ort.SessionOptions()
-    # The CPUs this process may use (its affinity: a container's or taskset's share), not ORT's
-    # default of physical cores, which under-uses SMT machines and containers that expose
-    # logical CPUs only, nor os.cpu_count(), which oversubscribes a restricted process.
-    options.intra_op_num_threads = cores()
+    # A worker's share of the cores, else every CPU this process may use (its affinity: a
+    # container's or taskset's share): not ORT's default of physical cores, which under-uses SMT
+    # machines and containers that expose logical CPUs only, nor os.cpu_count(), which
+    # oversubscribes a restricted process.
+    options.intra_op_num_threads = threads()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Idle workers spinning after each run starve the decoder thread and the pre-processing
     # that share the cores: 43 vs 32 frames/s end to end for RetinaFace at 640x360 on 2

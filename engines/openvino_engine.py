@@ -108,11 +108,11 @@ class OpenVinoEngine(Engine):
         check_precision(precision, device)
         import openvino as ov
 
-        from engines.cpuinfo import cores
+        from engines.cpuinfo import threads as cpuinfo_threads
 
         self.onnx_path, self.device, self.precision = Path(onnx_path), device, precision
         self.input_names, self.output_names = tuple(input_names), tuple(output_names)
-        self.threads = threads or cores()
+        self.threads = threads or cpuinfo_threads()
         core = ov.Core()
         settings = config(precision, self.threads)
         if cache_folder is None:

@@ -130,9 +130,42 @@ def render(info: dict) -> str:
     return "\n".join(lines)
 
 
+def render_cluster(cluster: dict) -> str:
+    lines = [
+        f"ray {cluster['ray']} cluster at {cluster['address']}: {len(cluster['nodes'])} nodes, "
+        f"{cluster['cpus']} CPUs, {cluster['gpus']} GPUs"
+    ]
+    for node in cluster["nodes"]:
+        lines.append(
+            f"  node {node['address']} ({node['node_id'][:12]}): {node['cpus']} CPUs, {node['gpus']} GPUs, "
+            f"{node['memory_gb']} GB memory"
+        )
+    return "\n".join(lines)
+
+
 def info_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Also report a Ray cluster (auto or ADDRESS): its nodes, CPUs and GPUs.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Versions, devices, and the decoders and runtimes available here (and why not)."""
     info = gather()
-    typer.echo(json.dumps(info, indent=2) if as_json else render(info))
+    if ray is not None:
+        from affbatch.cli.support import CLI
+        from affbatch.errors import AffbatchError
+        from affbatch.scale.ray_actors import describe_cluster
+
+        try:
+            info["ray_cluster"] = describe_cluster(ray)
+        except AffbatchError as exc:
+            raise CLI.fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+    else:
+        typer.echo(render(info) + ("\n" + render_cluster(info["ray_cluster"]) if ray is not None else ""))

@@ -49,6 +49,21 @@ def score_command(
         str, typer.Option(help="auto (packaged RetinaFace MobileNet-0.25) or a RetinaFace ResNet-50 checkpoint file.")
     ] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Frames per batch.")] = 64,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes, each with its own models (default: one per visible GPU; 1 on a CPU).",
+            show_default=False,
+        ),
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Score on a Ray cluster: auto (RAY_ADDRESS or a local one) or its ADDRESS. Needs affbatch[ray].",
+            show_default=False,
+        ),
+    ] = None,
     resume: Annotated[
         bool,
         typer.Option("--resume", help="Keep the videos an interrupted run with the same OUT and settings finished."),
@@ -71,7 +86,7 @@ def score_command(
             detector=detector,
             batch_size=batch_size,
         )
-        summary = score_run(paths, out, options, resume=resume, progress=make_progress())
+        summary = score_run(paths, out, options, resume=resume, progress=make_progress(), workers=workers, ray=ray)
     except KeyboardInterrupt:
         typer.echo(f"affbatch: interrupted; finished videos are kept: rerun with --resume to complete {out}", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
