@@ -82,6 +82,17 @@ def fp32_auto():
         os.environ[PIN_ENV] = previous
 
 
+@pytest.fixture(autouse=True)
+def seeded_torch():
+    """Every test starts from the same global torch RNG state, whatever ran before it (tests
+    that build modules or draw tensors without their own seed are then reproducible alone and
+    in any order). Only where torch is imported already: a test that needs no torch loads none."""
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(0)
+
+
 @pytest.fixture(scope="module")
 def vggface_model():
     """``vggface-gru-attn`` with seeded random weights, in eval mode: one per test module."""

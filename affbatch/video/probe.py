@@ -36,6 +36,10 @@ FIRST_FRAME_PACKETS = 256
 
 #: libavformat's AVFMT_TS_DISCONT: the format allows timestamp discontinuities (MPEG-TS, MPEG-PS).
 TS_DISCONT = 0x200
+#: Decoders that output the frames of packets an edit list discards, in ffmpeg 5.1: those on
+#: libavcodec's receive_frame API, which skips the check of AV_FRAME_FLAG_DISCARD that the
+#: others go through (seen with MJPEG in MOV against Debian's ffmpeg).
+DECODERS_KEEPING_DISCARDED = frozenset({"mjpeg"})
 #: Timestamp bits of MPEG-TS/PS (90 kHz): they wrap after 26.5 h.
 PTS_WRAP_BITS = 33
 
@@ -200,8 +204,9 @@ def probe(path: Path) -> VideoInfo:
                     fed += 1
                     first_frame = _first(ctx, packet)
                 held += 1
-                # A packet an edit list discards is decoded but yields no frame.
-                if packet.is_discard:
+                # A packet an edit list discards is decoded but yields no frame (except with the
+                # decoders that keep it, see DECODERS_KEEPING_DISCARDED).
+                if packet.is_discard and codec not in DECODERS_KEEPING_DISCARDED:
                     continue
                 if ts is None:
                     untimed.append(packet.duration or 0)

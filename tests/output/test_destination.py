@@ -27,6 +27,12 @@ from tests.support.arrow import read
 SETPRIV = shutil.which("setpriv")
 
 
+@pytest.fixture(autouse=True)
+def _needs_ffmpeg(ffmpeg):
+    """The clips are made by Debian's ffmpeg (skipped, or failed under AFFBATCH_REQUIRE_FFMPEG=1,
+    without it)."""
+
+
 def video(path: Path, seconds: float = 1.0) -> Path:
     """A real, very compressible clip (grey frames at 30 fps): a few kB for many frames."""
     subprocess.run(

@@ -155,13 +155,18 @@ def jitter_timestamps(packets, rng):
 
 
 def jump_timestamps(packets, rng):
+    """The clock jumps at a keyframe: every frame shown from there on is later (by display
+    time, as a real clock jump; shifting by file order would put B-frames out of their display
+    order, which no clock does)."""
     video = _video(packets)
-    at = rng.randrange(1, len(video))
+    keys = [p.pts for p in video[1:] if p.is_keyframe and p.pts is not None] or [video[len(video) // 2].pts]
+    at = rng.choice(keys)
     jump = rng.choice([0.5, 3, 12, 700, 4000])
-    for p in video[at:]:
-        delta = round(jump / p.time_base)
-        p.pts = None if p.pts is None else p.pts + delta
-        p.dts = None if p.dts is None else p.dts + delta
+    for p in video:
+        if p.pts is not None and p.pts >= at:
+            delta = round(jump / p.time_base)
+            p.pts += delta
+            p.dts = None if p.dts is None else p.dts + delta
     return packets
 
 

@@ -96,3 +96,24 @@ def test_matroska_declaring_more_than_its_data_scores_every_frame(ffmpeg, tmp_pa
     summary = score_run([path], out, ScoreOptions(model="none"))
     assert [(r.status, r.frames) for r in summary.rows] == [("ok", 90)], summary.rows
     assert read(out)["source_frame"].to_pylist() == expected
+
+
+@pytest.mark.parametrize("offset", ["-0.02", "-0.5"])
+def test_mjpeg_mov_shows_the_frames_its_edit_list_drops_as_ffmpeg_does(ffmpeg, tmp_path, offset):
+    """ffmpeg 5.1's MJPEG decoder (libavcodec's receive_frame API) outputs the frames of packets
+    an edit list discards: they are scored as ffmpeg shows them."""
+    source = write_coded_clip(
+        tmp_path / "src.mov", constant_rate_pts(30, F(30), F(1, 30)), F(1, 30), codec="mjpeg", pix_fmt="yuvj420p"
+    )
+    trimmed = tmp_path / "trimmed.mov"
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-itsoffset", offset, "-i", str(source), "-c", "copy", str(trimmed)], check=True
+    )
+    expected = ffmpeg_codes(ffmpeg, trimmed, W, H)
+    slots, decoded = our_codes(trimmed)
+    assert decoded == expected
+    if offset == "-0.02":  # frame 0 starts before the edit: discarded, and shown all the same
+        assert expected[0] == 0
+    out = tmp_path / "traces.arrow"
+    summary = score_run([trimmed], out, ScoreOptions(model="none"))
+    assert [(r.status, r.frames) for r in summary.rows] == [("ok", len(expected))], summary.rows
