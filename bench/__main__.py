@@ -5,8 +5,10 @@ native. ``models``: each model stage alone (detector, prior, VGG-16 to fc6, GRU 
 runtime and batch size, next to its compute floor. ``faces``: ``affbatch score`` end to end on
 360p/720p/1080p clips with one and two faces, with the prior and with vggface-gru-attn, next to a
 naive baseline and the compute floor. ``gpu`` (a CUDA device only): each GPU decoder alone and
-``score`` end to end with frames kept on the GPU, with parity against the CPU path. Medians and
-spreads of repeated runs after a warm-up, peak memory; JSON, Markdown and PNG plots go to --out.
+``score`` end to end with frames kept on the GPU, with parity against the CPU path. ``scale``:
+frames/s with 1..N worker processes beside one process, and the per-video cost of a worker
+(``affbatch score --workers``). Medians and spreads of repeated runs after a warm-up, peak memory;
+JSON, Markdown and PNG plots go to --out.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import decode, faces, gpu, models, plots
+from bench import decode, faces, gpu, models, plots, scale
 from bench.report import write_suite
 
-SUITES = ("decode", "models", "faces", "gpu")
+SUITES = ("decode", "models", "faces", "gpu", "scale")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -50,6 +52,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument(
         "--naive-frames", type=int, default=None, help="frames of each naive run (default: the whole clip; quick 6)"
+    )
+    parser.add_argument(
+        "--max-workers",
+        type=int,
+        default=None,
+        help="scale: worker processes up to this many (default: the CPUs, at least 2)",
     )
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
@@ -119,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 resolutions = ("360p", "720p") if args.quick else tuple(gpu.RESOLUTIONS)
                 results = gpu.run(tmp, args.seconds, args.repeats, device, args.batch_size[-1], resolutions=resolutions)
+            elif suite == "scale":
+                results = scale.run(tmp, args.seconds, args.repeats, args.device, args.max_workers)
             else:
                 from affbatch.video import decoders
 
@@ -175,6 +185,10 @@ def write(suite: str, results, machine: dict, args: argparse.Namespace) -> tuple
         plot = plots.models_plot(results, machine, args.out / "models.png")
     elif suite == "gpu":
         table = gpu.markdown(results, machine, args.repeats)
+        json_path, md_path = write_suite(args.out, suite, machine, results, table)
+        return table, [json_path, md_path]
+    elif suite == "scale":
+        table = scale.markdown(results, machine, args.repeats)
         json_path, md_path = write_suite(args.out, suite, machine, results, table)
         return table, [json_path, md_path]
     else:

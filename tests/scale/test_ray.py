@@ -1,0 +1,129 @@
+"""``--ray ADDRESS`` on a real local Ray cluster (``ray start --head`` on 127.0.0.1, 2 CPUs; see
+conftest): actors give the traces one process gives; an actor's process killed mid-video is
+restarted by Ray and its video scored again, every video once; the driver killed, ``--resume``
+completes with nothing twice. Marked ``ray``: run with ``-m ray`` (they take a minute or two)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.scale.crash import check_once, folder_of_clips, score_process, summary_of, wait_until
+from tests.support.arrow import read
+
+pytestmark = pytest.mark.ray
+
+LENGTHS = {"a.mp4": 60, "b.mp4": 240, "c.mp4": 30, "d.mp4": 120, "long.mp4": 900, "e.mp4": 90}
+
+
+def run(*args: str, model: str = "none", timeout: float = 300) -> tuple[int, dict, str]:
+    """``affbatch score --model MODEL ARGS --json`` in a subprocess: (status, summary, stderr)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "affbatch", "score", "--model", model, *args, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stdout, stderr = process.communicate(timeout=timeout)
+    return process.returncode, summary_of(stdout), stderr
+
+
+def test_info_reports_the_cluster(ray_cluster):
+    done = subprocess.run(
+        [sys.executable, "-m", "affbatch", "info", "--json", "--ray", ray_cluster.address],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    cluster = json.loads(done.stdout)["ray_cluster"]
+    assert cluster["cpus"] == 2 and cluster["gpus"] == 0 and len(cluster["nodes"]) == 1
+    assert cluster["nodes"][0]["address"] == "127.0.0.1"
+
+
+def test_ray_actors_give_the_traces_of_one_process(ray_cluster, tmp_path):
+    from tests.support.face_media import carphone
+
+    folder = tmp_path / "v"
+    folder.mkdir()
+    for name in ("p.mp4", "q.mp4", "r.mp4"):
+        shutil.copy(carphone(), folder / name)
+    folder_of_clips(folder, {"blank.mp4": 45})
+    status, one, err = run(str(folder), "--out", str(tmp_path / "one.arrow"), "--workers", "1", model="prior")
+    assert status == 0, err
+    status, two, err = run(
+        str(folder), "--out", str(tmp_path / "ray.arrow"), "--ray", ray_cluster.address, "--workers", "2", model="prior"
+    )
+    assert status == 0, err
+    assert "(2 Ray actors on 1 nodes)" in err
+    a, b = read(tmp_path / "one.arrow"), read(tmp_path / "ray.arrow")
+    assert a.num_rows > 0 and a["valence"].null_count < a.num_rows
+    assert a.equals(b) and a.schema.metadata == b.schema.metadata
+    print(f"local 1 worker: {one['frames_per_s']} frames/s; ray 2 actors: {two['frames_per_s']} frames/s")
+
+
+def test_an_actor_killed_mid_video_is_restarted_and_its_video_redone(ray_cluster, tmp_path):
+    expected = folder_of_clips(tmp_path / "v", LENGTHS)
+    killed: list[int] = []
+
+    def killer() -> None:
+        # The first actor seen scoring for 0.3 s: mid-video (long.mp4 goes first and takes seconds).
+        deadline = time.monotonic() + 120
+        first_seen: dict[int, float] = {}
+        while not killed and time.monotonic() < deadline:
+            for pid, title in ray_cluster.actors().items():
+                if title != "ray::VideoActor.score":
+                    first_seen.pop(pid, None)
+                    continue
+                if time.monotonic() - first_seen.setdefault(pid, time.monotonic()) > 0.3:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    break
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    status, summary, stderr = run(
+        str(tmp_path / "v"), "--out", str(tmp_path / "t.arrow"), "--ray", ray_cluster.address, "--workers", "2"
+    )
+    thread.join()
+    assert killed, "no actor was seen scoring"
+    assert status == 0, stderr
+    assert summary["ok"] == len(expected)
+    rows = check_once(tmp_path / "t.arrow", expected)
+    assert all(r["status"] == "ok" for r in rows)
+    assert f"process {killed[0]} died; Ray restarted it" in stderr, stderr
+
+
+def test_driver_killed_then_resume_scores_nothing_twice(ray_cluster, tmp_path):
+    names = folder_of_clips(tmp_path / "v", {f"v{i}.mp4": 240 for i in range(8)})
+    out = tmp_path / "t.arrow"
+    parts = tmp_path / "t.arrow.parts"
+    process = score_process(str(tmp_path / "v"), "--out", str(out), "--ray", ray_cluster.address, "--workers", "2")
+    try:
+        wait_until(lambda: len(list(parts.glob("*.json"))) >= 2 or process.poll() is not None, 180, "commits")
+        assert process.poll() is None, process.communicate()
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    committed = len(list(parts.glob("*.json")))
+    assert 2 <= committed < 8 and not out.exists()
+    # Ray ends the actors of a driver that is gone.
+    wait_until(lambda: not ray_cluster.actors(), 60, "Ray to end the dead driver's actors")
+
+    status, summary, stderr = run(str(tmp_path / "v"), "--out", str(out), "--ray", ray_cluster.address, "--resume")
+    assert status == 0, stderr
+    assert summary["reused"] == committed and summary["ok"] == 8
+    assert stderr.count(": ok, 240 frames") == 8 - committed
+    check_once(out, names)
