@@ -51,6 +51,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument(
+        "--precision",
+        nargs="+",
+        default=["auto"],
+        help="precisions of score in the faces suite, each with every runtime, side by side (default auto; "
+        "e.g. fp32 auto); the models suite measures every precision each runtime runs here",
+    )
+    parser.add_argument(
         "--naive-frames", type=int, default=None, help="frames of each naive run (default: the whole clip; quick 6)"
     )
     parser.add_argument(
@@ -70,18 +77,32 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _version(dist: str) -> str | None:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def machine_info(device: str) -> dict:
     import onnxruntime
     import torch
 
+    from engines.cpuinfo import summary
+
     info = {
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        # the CPU's model, its AMX/AVX512-BF16/VNNI/AVX2 flags, bf16 in hardware, the runtimes' reports
+        "cpu": summary(),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "onnxruntime": onnxruntime.__version__,
+        "openvino": _version("openvino"),
         "device": device,
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
@@ -94,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     import engines
 
+    for precision in args.precision:  # a precision this machine cannot run: say so now, in one line
+        try:
+            engines.check_precision(precision)
+            engines.resolve("auto", args.device, precision)
+        except engines.EngineError as exc:
+            print(f"bench: --precision {precision}: {exc}", file=sys.stderr)
+            return 2
     placement = engines.resolve("auto", args.device)  # once per run, as a score run does
     device = placement.device
     machine = machine_info(device)
@@ -144,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                     [n for n, why in decoders.availability().items() if why is None and n not in decode.GPU_DECODERS],
                     naive_runtime=default_runtime if default_runtime in runtimes else runtimes[0],
                     naive_frames=args.naive_frames,
+                    precisions=args.precision,
                 )
             done[suite] = results
             write(suite, results, machine, args)  # now, in case a later suite fails
@@ -168,11 +197,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def peak_lines(peak: dict) -> str:
-    return "\n".join(
-        f"fp32 {k['kernel']}: {k['gflops_median']:.0f} GFLOP/s median, "
+    lines = [
+        f"{k.get('precision', 'fp32')} {k['kernel']}: {k['gflops_median']:.0f} GFLOP/s median, "
         f"{k['gflops_min']:.0f}–{k['gflops_max']:.0f} over {k['runs']} runs"
         for k in peak["kernels"]
-    )
+    ]
+    per = peak.get("per_precision", {})
+    lines.append("best per precision: " + ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in per.items()))
+    return "\n".join(lines)
 
 
 def write(suite: str, results, machine: dict, args: argparse.Namespace) -> tuple[str, list[Path]]:

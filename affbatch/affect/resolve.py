@@ -39,7 +39,7 @@ def resolve_placement(runtime: str = "auto", device: str = "auto", precision: st
     try:
         return engines.resolve(runtime, device, precision)
     except engines.EngineError as exc:
-        raise UsageError(f"--runtime/--device: {exc}") from None
+        raise UsageError(f"--runtime/--device/--precision: {exc}") from None
 
 
 def resolve_analyzer(

@@ -286,3 +286,25 @@ def test_torch_bf16_on_the_cpu_is_channels_last_autocast_with_float32_outputs():
     assert engine.channels_last and engine.precision == "bf16"
     y = engine(np.zeros((3, 3, 32, 32), np.float32))[0]
     assert y.dtype == np.float32 and y.shape == (3, 2)
+
+
+# --- the precision used is recorded, and part of the resume key -----------------------------
+
+
+def test_precision_is_in_the_metadata_and_the_resume_key(make_clip, tmp_path):
+    from affbatch.pipeline import ScoreOptions
+    from affbatch.run import score_run
+    from tests.support.arrow import read
+
+    clip = make_clip("a.mp4", frames=4)
+    out = tmp_path / "t.arrow"
+    fp32 = ScoreOptions(model="faces", device="cpu", runtime="onnxruntime", precision="fp32")
+    summary = score_run([clip], out, fp32)
+    assert summary.failed == [] and summary.metadata["precision"] == "detector: fp32, affect: none"
+    assert read(out).schema.metadata[b"precision"] == b"detector: fp32, affect: none"
+    assert score_run([clip], out, fp32, resume=True).reused == 1
+    if HAS_BF16:  # another precision is another result: scored again, not reused
+        bf16 = ScoreOptions(model="faces", device="cpu", runtime="openvino", precision="bf16")
+        again = score_run([clip], out, bf16, resume=True)
+        assert again.reused == 0 and again.metadata["precision"] == "detector: bf16, affect: none"
+        assert read(out).schema.metadata[b"precision"] == b"detector: bf16, affect: none"

@@ -26,6 +26,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 
 from engines import autotune, cpuinfo
 
@@ -272,3 +273,54 @@ def test_vggface_gru_attn_with_auto_holds_end_to_end(media, unpinned_cache, vggf
     table, metadata = score(media[video], str(vggface_checkpoint), "auto", "auto")
     assert "bf16" in metadata["precision"]
     check(compare(reference, table), f"{video} vggface-gru-attn auto")
+
+
+class _EngineModule(torch.nn.Module):
+    """An engine as the module ``training.validate`` calls: torch in, torch out (a tuple when
+    the engine has several outputs or ``as_tuple``)."""
+
+    def __init__(self, engine, as_tuple: bool = False):
+        super().__init__()
+        self.engine, self.as_tuple = engine, as_tuple
+
+    def forward(self, x):
+        out = self.engine(x.float())
+        return tuple(out) if self.as_tuple else out[0]
+
+
+def demo_ccc(model, store, runtime: str, precision: str) -> dict:
+    """The demo's test CCC with ``model``'s CNN and recurrent part compiled by engines."""
+    import engines
+    from affbatch.affect.runners import TemporalOutputs
+    from training.validate import validate
+
+    crops, features = torch.zeros(2, 3, 96, 96), torch.zeros(1, 3, 4096)
+    axes = {"crops": {0: "faces"}, "features": {0: "faces"}}
+    cnn = engines.compile(model.cnn, (crops,), ["crops"], ["features"], axes, runtime=runtime, device="cpu",
+                          precision=precision)  # fmt: skip
+    temporal = engines.compile(TemporalOutputs(model.temporal), (features,), ["features"], ["va"],
+                               {"features": {1: "time"}, "va": {1: "time"}}, runtime=runtime, device="cpu",
+                               precision=precision)  # fmt: skip
+    wrapper = torch.nn.Module()
+    wrapper.cnn, wrapper.temporal = _EngineModule(cnn), _EngineModule(temporal, as_tuple=True)
+    overall = validate(wrapper, store, store.select("test"), "cpu").overall.to_json()
+    return {"valence": overall["valence"], "arousal": overall["arousal"], "used": (cnn.precision, temporal.precision)}
+
+
+@pytest.mark.slow
+def test_demo_checkpoint_test_ccc_holds_with_auto(tmp_path, request, unpinned_cache):
+    """The demo's trained vggface-gru-attn: test CCC with auto within 0.01 of fp32's."""
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("the full demo takes 5 to 10 minutes on 2 cores: run with -m slow")
+    from affbatch.models.checkpoint import load_checkpoint
+    from training.demo import DemoOptions, run_demo
+    from training.store import CropStore
+
+    result = run_demo(DemoOptions(tmp_path / "demo"), lambda line: None)
+    model, _ = load_checkpoint(result.model)
+    store = CropStore(tmp_path / "demo" / "store")
+    fp32 = demo_ccc(model, store, "onnxruntime", "fp32")
+    auto = demo_ccc(model, store, "auto", "auto")
+    assert "bf16" in auto["used"], auto
+    for key in ("valence", "arousal"):
+        assert abs(auto[key] - fp32[key]) <= 0.01, (fp32, auto)
