@@ -248,6 +248,33 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: i
     return order[keep[0].numpy()]
 
 
+def _candidates(scores: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per frame, the anchors above ``threshold``, best first (ties in anchor order), at most
+    ``PRE_NMS_TOP_K``: anchor index, score, and whether the slot holds one, each (N, k).
+
+    Only the few candidates are sorted (not every anchor): a stable sort by score, then a stable
+    sort by frame, keeps each frame's candidates by score with ties in anchor order.
+    """
+    frame, anchor = (scores > threshold).nonzero(as_tuple=True)  # frame-major, anchors ascending
+    value = scores[frame, anchor]
+    by_score = torch.sort(-value, stable=True).indices
+    frame, anchor, value = frame[by_score], anchor[by_score], value[by_score]
+    by_frame = torch.sort(frame, stable=True).indices
+    frame, anchor, value = frame[by_frame], anchor[by_frame], value[by_frame]
+    counts = torch.bincount(frame, minlength=len(scores))
+    k = min(int(counts.max()) if len(frame) else 0, PRE_NMS_TOP_K)
+    rank = torch.arange(len(frame), device=scores.device) - (torch.cumsum(counts, 0) - counts)[frame]
+    slot = rank < k
+    frame, rank = frame[slot], rank[slot]
+    order = torch.zeros((len(scores), k), dtype=torch.int64, device=scores.device)
+    best = torch.full((len(scores), k), -1.0, dtype=scores.dtype, device=scores.device)
+    valid = torch.zeros((len(scores), k), dtype=torch.bool, device=scores.device)
+    order[frame, rank] = anchor[slot]
+    best[frame, rank] = value[slot]
+    valid[frame, rank] = True
+    return order, best, valid
+
+
 def postprocess(
     loc, conf, landmarks, net_size: tuple[int, int], source_size: tuple[int, int], options: DetectorOptions
 ) -> list[Detections]:
@@ -263,15 +290,9 @@ def postprocess(
     if loc.shape[1] != len(priors):
         raise ValueError(f"network gave {loc.shape[1]} anchors for a {net_size} input, expected {len(priors)}")
     frames = len(loc)
-    scores = conf[..., 1]
-    above = scores > options.score_threshold
-    k = min(int(above.sum(dim=1).max()) if frames else 0, PRE_NMS_TOP_K)
-    if k == 0:
+    order, best, valid = _candidates(conf[..., 1], options.score_threshold)
+    if order.shape[1] == 0:
         return [Detections.empty() for _ in range(frames)]
-    # Best first; ties in index order (stable), as the host code ordered them.
-    ranked = torch.sort(torch.where(above, scores, -1.0), dim=1, descending=True, stable=True)
-    order, best = ranked.indices[:, :k], ranked.values[:, :k]
-    valid = best > options.score_threshold
     boxes, points = _decode(
         loc.gather(1, order[..., None].expand(-1, -1, 4)).double(),
         landmarks.gather(1, order[..., None].expand(-1, -1, 10)).double(),
