@@ -66,6 +66,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="scale: worker processes up to this many (default: the CPUs, at least 2)",
     )
+    parser.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="scale: also on this Ray cluster's actors (--max-workers per node)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     if unknown := set(args.suites) - set(SUITES):
@@ -156,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                 resolutions = ("360p", "720p") if args.quick else tuple(gpu.RESOLUTIONS)
                 results = gpu.run(tmp, args.seconds, args.repeats, device, args.batch_size[-1], resolutions=resolutions)
             elif suite == "scale":
-                results = scale.run(tmp, args.seconds, args.repeats, args.device, args.max_workers)
+                results = scale.run(tmp, args.seconds, args.repeats, args.device, args.max_workers, args.ray)
             else:
                 from affbatch.video import decoders
 

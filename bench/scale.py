@@ -1,6 +1,6 @@
 """``python -m bench scale``: frames/s of one machine with 1..N worker processes, beside one
 process using every core (the ``--workers 1`` default on a CPU), and the per-video cost a worker
-process adds.
+process adds; with ``--ray ADDRESS``, the same clips on that Ray cluster's actors beside them.
 
 The workload is ``affbatch score``'s default model (the embedded prior, with RetinaFace) on
 clips of one real face at 640x360, 30 fps, of mixed lengths (so longest-first has work to do).
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import statistics
 import time
 from pathlib import Path
 
@@ -58,60 +59,109 @@ def frames_of(results) -> int:
     return total
 
 
-def _passes(score, videos, warm, repeats) -> dict:
-    frames_of(score([warm]))
-    seconds, frames = [], 0
-    for _ in range(repeats):
+class _Config:
+    """One configuration, started: a name and a ``score(videos) -> results``."""
+
+    def __init__(self, name: str, workers: int, start_s: float, score, close=None) -> None:
+        self.name, self.workers, self.start_s, self.score, self.close = name, workers, start_s, score, close
+        self.seconds: list[float] = []
+        self.frames = 0
+
+    def timed_pass(self, videos) -> None:
         t0 = time.perf_counter()
-        frames = frames_of(score(videos))
-        seconds.append(time.perf_counter() - t0)
-    return {**rates_summary([frames / s for s in seconds], frames), "seconds": seconds}
+        self.frames = frames_of(self.score(videos))
+        self.seconds.append(time.perf_counter() - t0)
+
+    def result(self) -> dict:
+        rates = [self.frames / s for s in self.seconds]
+        return {
+            "config": self.name,
+            "workers": self.workers,
+            "startup_s": self.start_s,
+            "seconds": self.seconds,
+            **rates_summary(rates, self.frames),
+        }
 
 
-def in_process(options: ScoreOptions, videos, warm, repeats) -> dict:
+def in_process(options: ScoreOptions) -> _Config:
     t0 = time.perf_counter()
     scorer = Scorer(options)
-    start = time.perf_counter() - t0
-    result = _passes(lambda vs: list(scorer.score_many(vs)), videos, warm, repeats)
-    return {"config": "1 process, every core", "workers": 0, "startup_s": start, **result}
+    return _Config("1 process, every core", 0, time.perf_counter() - t0, lambda vs: list(scorer.score_many(vs)))
 
 
-def pooled(options: ScoreOptions, workers: int, videos, warm, repeats, pin: bool = True) -> dict:
+def pooled(options: ScoreOptions, workers: int, pin: bool = True) -> _Config:
     t0 = time.perf_counter()
-    with WorkerPool(options, workers, pin=pin) as pool:
-        start = time.perf_counter() - t0
-        result = _passes(lambda vs: list(pool.score_many(vs)), videos, warm, repeats)
-    shares = pool.shares if pin and workers > 1 else None
-    threads = f"{len(shares[0])} core(s) each" if shares and shares[0] else "every core"
-    return {"config": f"{workers} worker process(es), {threads}", "workers": workers, "startup_s": start, **result}
+    pool = WorkerPool(options, workers, pin=pin).__enter__()
+    share = pool.shares[0]
+    threads = f"{len(share)} core(s) each" if share else "every core"
+    return _Config(
+        f"{workers} worker process(es), {threads}",
+        workers,
+        time.perf_counter() - t0,
+        lambda vs: list(pool.score_many(vs)),
+        pool.close,
+    )
 
 
-def per_video_cost(options: ScoreOptions, short, warm, repeats) -> dict:
-    """Seconds a worker process adds per video over scoring here, same cores, short clips."""
-    here = in_process(options, short, warm, repeats)
-    there = pooled(options, 1, short, warm, repeats, pin=False)
-    n = len(short)
-    t_here, t_there = (sorted(r["seconds"])[len(r["seconds"]) // 2] for r in (here, there))
-    return {
-        "videos": n,
-        "frames_per_video": here["frames"] // n,
-        "here_s_per_video": t_here / n,
-        "worker_s_per_video": t_there / n,
-        "overhead_s_per_video": (t_there - t_here) / n,
-    }
+def on_ray(options: ScoreOptions, address: str, per_node: int) -> _Config:
+    """``per_node`` actors per node of the Ray cluster at ``address`` (this machine's, for a
+    figure beside the local ones)."""
+    from affbatch.scale.ray_actors import RayPool
+
+    t0 = time.perf_counter()
+    pool = RayPool(options, address, per_node).__enter__()
+    return _Config(
+        f"Ray: {len(pool.actors)} actors on {pool.nodes} node(s)",
+        len(pool.actors),
+        time.perf_counter() - t0,
+        lambda vs: list(pool.score_many(vs)),
+        pool.close,
+    )
 
 
-def run(workdir: Path, seconds: float, repeats: int, device: str, max_workers: int | None) -> dict:
+def interleaved(configs: list[_Config], videos, warm, repeats: int) -> list[dict]:
+    """Each configuration warmed up, then one pass of each in turn, ``repeats`` times: on a
+    shared machine, load that comes and goes falls on every configuration alike."""
+    for config in configs:
+        frames_of(config.score([warm]))
+    for _ in range(repeats):
+        for config in configs:
+            config.timed_pass(videos)
+    return [c.result() for c in configs]
+
+
+def run(
+    workdir: Path, seconds: float, repeats: int, device: str, max_workers: int | None, ray: str | None = None
+) -> dict:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     max_workers = max_workers or max(2, cpus)
     options = ScoreOptions(model="auto", device=device)
     videos, warm, short = clips(workdir, seconds)
-    rows = [in_process(options, videos, warm, repeats)]
-    print(line(rows[-1]), flush=True)
-    for workers in range(1, max_workers + 1):
-        rows.append(pooled(options, workers, videos, warm, repeats))
-        print(line(rows[-1]), flush=True)
-    cost = per_video_cost(options, short, warm, repeats)
+    # Idle workers wait on a pipe and take no CPU: every configuration can be up at once.
+    configs = [in_process(options)] + [pooled(options, k) for k in range(1, max_workers + 1)]
+    try:
+        if ray is not None:
+            configs.append(on_ray(options, ray, max_workers))
+        rows = interleaved(configs, videos, warm, repeats)
+        for row in rows:
+            print(line(row), flush=True)
+        # Per-video cost: the same cores (all), one process against one worker process.
+        configs.append(pooled(options, 1, pin=False))
+        configs[0].seconds = []
+        here, there = interleaved([configs[0], configs[-1]], short, warm, repeats)
+    finally:
+        for config in configs:
+            if config.close is not None:
+                config.close()
+    n = len(short)
+    t_here, t_there = (statistics.median(r["seconds"]) for r in (here, there))
+    cost = {
+        "videos": n,
+        "frames_per_video": there["frames"] // n,
+        "here_s_per_video": t_here / n,
+        "worker_s_per_video": t_there / n,
+        "overhead_s_per_video": (t_there - t_here) / n,
+    }
     print(
         f"per video: {cost['worker_s_per_video']:.3f} s in a worker vs {cost['here_s_per_video']:.3f} s here "
         f"({cost['frames_per_video']} frames): {cost['overhead_s_per_video'] * 1000:+.0f} ms",
@@ -120,8 +170,8 @@ def run(workdir: Path, seconds: float, repeats: int, device: str, max_workers: i
     base = rows[0]["fps_median"]
     for row in rows:
         row["vs_one_process"] = row["fps_median"] / base
-        # Sizing: an hour of 30 fps video is 108,000 output frames.
-        row["video_hours_per_hour"] = row["fps_median"] * 3600 / (30 * 3600)
+        # Sizing: an hour of video is 108,000 output frames at 30 fps.
+        row["video_hours_per_hour"] = row["fps_median"] / 30
     return {"cpus": cpus, "clip": "640x360, 1 face, 30 fps", "configs": rows, "per_video": cost}
 
 
