@@ -321,6 +321,7 @@ def test_demo_checkpoint_test_ccc_holds_with_auto(tmp_path, request, unpinned_ca
     store = CropStore(tmp_path / "demo" / "store")
     fp32 = demo_ccc(model, store, "onnxruntime", "fp32")
     auto = demo_ccc(model, store, "auto", "auto")
+    print(f"demo test CCC: fp32 {fp32}, auto {auto}")  # the gate's figures, shown with -s
     assert "bf16" in auto["used"], auto
     for key in ("valence", "arousal"):
         assert abs(auto[key] - fp32[key]) <= 0.01, (fp32, auto)
