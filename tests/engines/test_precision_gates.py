@@ -308,6 +308,7 @@ def demo_ccc(model, store, runtime: str, precision: str) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the demo trains for 5 to 10 minutes on 2 idle cores; shared ones take longer
 def test_demo_checkpoint_test_ccc_holds_with_auto(tmp_path, request, unpinned_cache):
     """The demo's trained vggface-gru-attn: test CCC with auto within 0.01 of fp32's."""
     if "slow" not in (request.config.getoption("markexpr") or ""):
