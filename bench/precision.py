@@ -28,6 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=["prior", "vggface-gru-attn"])
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each clip")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--also",
+        nargs="*",
+        default=[],
+        metavar="RUNTIME:PRECISION",
+        help="more configurations timed in the same rounds, e.g. openvino:bf16 (every model in it)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
 
@@ -44,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         for model in args.models:
             name = "auto" if model == "prior" else str(checkpoint)
             scorers = {p: Scorer(model=name, device="cpu", precision=p) for p in ("fp32", "auto")}
+            for extra in args.also:
+                runtime, _, precision = extra.partition(":")
+                scorers[extra] = Scorer(model=name, device="cpu", runtime=runtime, precision=precision)
             for p, s in scorers.items():
                 print(f"{model} {p}: {s.metadata['runtime']}; {s.metadata['precision']}", flush=True)
             for res in args.resolutions:
@@ -65,12 +75,12 @@ def main(argv: list[str] | None = None) -> int:
                     row[p] = {"median": statistics.median(r), "min": r[0], "max": r[-1], "used": used}
                 row["auto_over_fp32"] = row["auto"]["median"] / row["fp32"]["median"]
                 rows.append(row)
-                print(
-                    f"{model}, {row['clip']}: fp32 {row['fp32']['median']:.1f} ({row['fp32']['min']:.1f}–"
-                    f"{row['fp32']['max']:.1f}) frames/s, auto {row['auto']['median']:.1f} ({row['auto']['min']:.1f}–"
-                    f"{row['auto']['max']:.1f}): {row['auto_over_fp32']:.2f}x",
-                    flush=True,
+                figures = ", ".join(
+                    f"{p} {row[p]['median']:.1f} ({row[p]['min']:.1f}–{row[p]['max']:.1f}, "
+                    f"{row[p]['median'] / row['fp32']['median']:.2f}x)"
+                    for p in scorers
                 )
+                print(f"{model}, {row['clip']} frames/s: {figures}", flush=True)
             del scorers
     if args.out is not None:
         args.out.write_text(json.dumps({"cpu": cpu, "rows": rows}, indent=1))
