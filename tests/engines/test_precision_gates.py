@@ -308,6 +308,7 @@ def demo_ccc(model, store, runtime: str, precision: str) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the demo trains for 5 to 10 minutes on 2 idle cores; shared ones take longer
 def test_demo_checkpoint_test_ccc_holds_with_auto(tmp_path, request, unpinned_cache):
     """The demo's trained vggface-gru-attn: test CCC with auto within 0.01 of fp32's."""
     if "slow" not in (request.config.getoption("markexpr") or ""):
@@ -321,6 +322,7 @@ def test_demo_checkpoint_test_ccc_holds_with_auto(tmp_path, request, unpinned_ca
     store = CropStore(tmp_path / "demo" / "store")
     fp32 = demo_ccc(model, store, "onnxruntime", "fp32")
     auto = demo_ccc(model, store, "auto", "auto")
+    print(f"demo test CCC: fp32 {fp32}, auto {auto}")  # the gate's figures, shown with -s
     assert "bf16" in auto["used"], auto
     for key in ("valence", "arousal"):
         assert abs(auto[key] - fp32[key]) <= 0.01, (fp32, auto)
