@@ -183,6 +183,14 @@ def test_auto_prefers_nvcodec_then_dali_then_pyav():
     assert chosen.name == "pyav"
     assert made[-1] == ("pyav", "cuda:1")
 
+    def broken(name, device):  # installed, but its import fails (no driver library)
+        if name == "nvcodec":
+            raise UsageError("--decoder nvcodec: PyNvVideoCodec cannot load: libnvidia-encode.so.1 missing")
+        return make(name, device)
+
+    chosen = auto_decoder("cuda:0", {"pyav": None, "dali": None, "nvcodec": None}, broken)
+    assert chosen.name == "dali" and "libnvidia-encode.so.1 missing" in chosen.choice
+
 
 def test_nvcodec_says_what_it_needs():
     with pytest.raises(UsageError, match="nvcodec"):
