@@ -156,7 +156,9 @@ def run(
     device = f"cuda:{torch_index(device)}" if device.startswith("cuda") else device
     clips = make_clips(workdir, seconds, resolutions)
     rows: list[dict] = []
-    cpu = Scorer(model="prior", runtime="onnxruntime", device="cpu", decoder="pyav", batch_size=batch_size)
+    cpu = Scorer(
+        model="prior", runtime="onnxruntime", device="cpu", precision="fp32", decoder="pyav", batch_size=batch_size
+    )
     cpu_tables = {name: cpu.score(path).table for name, path in clips.items()}
     del cpu
     for decoder in decoders:

@@ -62,7 +62,9 @@ def checkpoint(tmp_path_factory):
 
 
 def traces(clip, model: str, runtime: str, device_frames: str | None, align: bool = False, device: str = "cpu"):
-    scorer = Scorer(model=model, runtime=runtime, device=device, decoder="pyav", batch_size=16, align=align)
+    scorer = Scorer(
+        model=model, runtime=runtime, device=device, precision="fp32", decoder="pyav", batch_size=16, align=align
+    )
     if device_frames is not None:
         scorer.decoder = DeviceFrames(scorer.decoder, device_frames)
     seen = []

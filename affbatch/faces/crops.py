@@ -12,9 +12,11 @@ Down-scaling is antialiased (area-like), so a large face is not aliased into its
 Two implementations of the same crop: ``crop_faces``, face by face through ``F.interpolate``
 (the reference, and what training stores), and ``crop_faces_batched``, every face of a batch at
 once on the frames' own device (host numpy or a torch tensor on a GPU): the antialiased resize
-as two separable passes of gathered filter taps with the weights ``F.interpolate(...,
-antialias=True)`` uses, the rotation of ``align`` as one ``grid_sample`` over the batch. They
-agree within ``BATCHED_TOLERANCE`` (float rounding; ``tests/faces/test_crops.py``).
+as two matrix products per face (batched) whose rows hold the filter weights that
+``F.interpolate(..., antialias=True)`` uses, the rotation of ``align`` as one ``grid_sample``
+over the batch. They agree within ``BATCHED_TOLERANCE`` (float rounding;
+``tests/faces/test_crops.py``). On the CPU the face-by-face one is the faster (the analyzer uses
+it for host frames); the batched one is for frames on a GPU.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ CROP_MARGIN = 1.25
 #: Largest difference, in PIXEL_RANGE units, between ``crop_faces_batched`` and ``crop_faces``:
 #: the same filter, summed in another order in float32 (measured: 1.2e-5 at most).
 BATCHED_TOLERANCE = 1e-4
+#: Float copies of face regions ``crop_faces_batched`` holds at once (bytes): faces go in groups.
+REGION_BYTES = 256 * 2**20
 
 
 def crop_faces(
@@ -110,14 +114,27 @@ def crop_faces_batched(
     geometry = _geometry(boxes, landmarks, align)
     if not geometry:
         return torch.zeros((0, 3, size, size), dtype=torch.float32, device=device)
-    height, width = frames.shape[1:3]
     plans = [_plan(cx, cy, side, angle, size) for cx, cy, side, angle in geometry]
+    faces = np.asarray(frame_of_face).tolist()
+    # Faces in groups, so that the float copies of their regions stay under REGION_BYTES.
+    span = max(p.side for p in plans)
+    group = max(1, REGION_BYTES // (span * span * 3 * 4))
+    crops = [_crop_group(frames, faces[i : i + group], plans[i : i + group], size) for i in range(0, len(plans), group)]
+    low, high = PIXEL_RANGE
+    out = crops[0] if len(crops) == 1 else torch.cat(crops)
+    return (out.clamp(0, 255) * ((high - low) / 255.0) + low).contiguous()
+
+
+def _crop_group(frames: torch.Tensor, faces: list[int], plans: list[_Plan], size: int) -> torch.Tensor:
+    """(K, 3, size, size) float32 in [0, 255] (not clamped) for these faces."""
+    device = frames.device
+    height, width = frames.shape[1:3]
     inner = max(p.inner for p in plans)
     span = max(p.side for p in plans)
     # Each face's square region of its frame, zero (black) outside the frame, padded to the
-    # largest: plain slices, so rows stay contiguous for the gathers below.
+    # largest of the group: plain slices.
     regions = torch.zeros((len(plans), span, span, 3), dtype=torch.uint8, device=device)
-    for k, (n, p) in enumerate(zip(np.asarray(frame_of_face).tolist(), plans, strict=True)):
+    for k, (n, p) in enumerate(zip(faces, plans, strict=True)):
         sx0, sy0 = max(p.x0, 0), max(p.y0, 0)
         sx1, sy1 = min(p.x0 + p.side, width), min(p.y0 + p.side, height)
         if sx1 > sx0 and sy1 > sy0:
@@ -129,11 +146,9 @@ def crop_faces_batched(
     tall = torch.bmm(mix, regions.reshape(k_count, span, span * 3).float())  # (K, inner, span * 3)
     tall = tall.reshape(k_count, inner, span, 3).permute(0, 3, 1, 2).reshape(k_count, 3 * inner, span)
     square = torch.bmm(tall, mix.transpose(1, 2)).reshape(k_count, 3, inner, inner)
-    crops = square
     if any(p.angle for p in plans):
-        crops = _turn(crops.contiguous(), plans, size)
-    low, high = PIXEL_RANGE
-    return (crops.clamp(0, 255) * ((high - low) / 255.0) + low).contiguous()
+        return _turn(square.contiguous(), plans, size)
+    return square
 
 
 def _turn(squares: torch.Tensor, plans: list[_Plan], size: int) -> torch.Tensor:

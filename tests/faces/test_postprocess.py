@@ -14,6 +14,7 @@ from affbatch.faces.detector import (
     DetectorOptions,
     FaceDetector,
     batched_nms,
+    normalize_device,
     postprocess,
     preprocess,
 )
@@ -147,6 +148,11 @@ def test_preprocess_is_the_recipe_in_one_pass(normalization):
         np.testing.assert_allclose(x.numpy(), y.numpy(), atol=1e-5)
         # A torch tensor of the same frames gives the same input.
         np.testing.assert_array_equal(preprocess(torch.from_numpy(images), 640, normalization).numpy(), x.numpy())
+        # The device code (torch ops; NumPy on the host) agrees with the host code.
+        on_device = torch.empty_like(x)
+        normalize_device(torch.from_numpy(images).permute(0, 3, 1, 2).float(), normalization, on_device)
+        if tuple(x.shape[2:]) == shape[1:3]:
+            np.testing.assert_allclose(on_device.numpy(), x.numpy(), atol=1e-5)
 
 
 def test_detector_takes_torch_frames():

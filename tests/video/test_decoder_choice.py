@@ -183,6 +183,14 @@ def test_auto_prefers_nvcodec_then_dali_then_pyav():
     assert chosen.name == "pyav"
     assert made[-1] == ("pyav", "cuda:1")
 
+    def broken(name, device):  # installed, but its import fails (no driver library)
+        if name == "nvcodec":
+            raise UsageError("--decoder nvcodec: PyNvVideoCodec cannot load: libnvidia-encode.so.1 missing")
+        return make(name, device)
+
+    chosen = auto_decoder("cuda:0", {"pyav": None, "dali": None, "nvcodec": None}, broken)
+    assert chosen.name == "dali" and "libnvidia-encode.so.1 missing" in chosen.choice
+
 
 def test_nvcodec_says_what_it_needs():
     with pytest.raises(UsageError, match="nvcodec"):
@@ -205,3 +213,22 @@ def test_dali_mixed_backend_gives_pyavs_frames_on_h264(tmp_path):
     b = np.concatenate([b.host_images() for b in ours]).astype(int)
     assert [read_code(im) for im in b] == wanted.tolist()
     assert np.abs(a - b).max() <= 2 * DALI_MAX_DIFF and np.abs(a - b).mean() <= DALI_MEAN_DIFF
+
+
+def test_dali_h264_on_the_cpu_through_the_cli(tmp_path):
+    """What the user sees: exit status 1, one line per failed file naming what works, no traceback."""
+    from typer.testing import CliRunner
+
+    from affbatch.cli import app
+
+    h264 = write_coded_clip(tmp_path / "v.mp4", list(range(10)), F(1, 30))
+    out = tmp_path / "o.arrow"
+    args = ["score", str(h264), "--model", "none", "--decoder", "dali", "--device", "cpu", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("failed: ")]
+    assert lines == [
+        f"failed: {h264}: DALI decodes h264 only on a GPU; on the CPU it takes VP8, VP9 and MJPEG "
+        "(use --decoder pyav or auto, or a CUDA --device)"
+    ]

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from affbatch.errors import DecodeFailure
+from affbatch.errors import DecodeFailure, UsageError
 from affbatch.video.decoders.base import Decoder, DeviceFrames, FrameBatch
 from affbatch.video.probe import VideoInfo, open_container
 
@@ -111,11 +111,16 @@ def auto_decoder(device: str, usable: dict[str, str | None], make: Callable[[str
     on that device) and ``make(name, device)`` (``decoders.get_decoder``)."""
     if not device.startswith("cuda"):
         return make("pyav", device)
+    passed: list[str] = []  # "name: why not", for the ones before the one chosen
     for name in PREFERENCE:
-        if usable.get(name) is None:
-            others = [n for n in PREFERENCE if n != name]
-            why = "preferred" if name == PREFERENCE[0] else f"{others[0]}: {usable.get(others[0])}"
-            return AutoDecoder(make(name, device), device, f"{name} ({why}; PyAV for files it cannot take)")
-    missing = "; ".join(f"{n}: {usable.get(n)}" for n in PREFERENCE)
-    log.info("decoder auto: PyAV, frames moved to %s (no GPU decoder: %s)", device, missing)
+        if (why := usable.get(name)) is None:
+            try:
+                gpu = make(name, device)
+            except UsageError as exc:  # installed but does not load (no driver library, ...)
+                why = str(exc)
+            else:
+                reason = "; ".join(passed) if passed else "preferred"
+                return AutoDecoder(gpu, device, f"{name} ({reason}; PyAV for files it cannot take)")
+        passed.append(f"{name}: {why}")
+    log.warning("decoder auto: PyAV, frames moved to %s (no GPU decoder: %s)", device, "; ".join(passed))
     return make("pyav", device)

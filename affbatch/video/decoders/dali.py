@@ -53,6 +53,8 @@ class DaliDecoder(Decoder):
             import nvidia.dali  # noqa: F401
         except ImportError:
             raise UsageError("--decoder dali needs NVIDIA DALI: pip install 'affbatch[gpu]'") from None
+        except Exception as exc:  # a broken install: say so in one line
+            raise UsageError(f"--decoder dali: DALI cannot load: {dali_reason(exc)}") from None
         self.device_id = cuda_index(device)
         #: "mixed" (NVDEC, frames on the GPU) or "cpu" (libavcodec, host frames).
         self.backend = "cpu" if self.device_id is None else "mixed"

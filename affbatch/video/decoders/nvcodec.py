@@ -43,6 +43,8 @@ class NvCodecDecoder(Decoder):
             import PyNvVideoCodec  # noqa: F401
         except ImportError:
             raise UsageError("--decoder nvcodec needs PyNvVideoCodec: pip install 'affbatch[gpu]'") from None
+        except Exception as exc:  # its import loads the driver's libraries: RuntimeError without them
+            raise UsageError(f"--decoder nvcodec: PyNvVideoCodec cannot load: {first_line(exc)}") from None
         self.gpu_id = index
         self.device = f"cuda:{index}"
         self.side = SideStream(self.device)
