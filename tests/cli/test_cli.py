@@ -31,7 +31,7 @@ def options_of(command: str) -> set[str]:
     return {o for p in click_command.params for o in p.opts if o.startswith("--")}
 
 
-@pytest.mark.parametrize("command", ["score", "eval", "info", "plot", "engines build", "engines list", "engines clear"])
+@pytest.mark.parametrize("command", ["score", "eval", "export", "info", "plot", "engines build", "engines list", "engines clear"])
 def test_readme_usage_lists_every_option(command):
     usage = README.read_text().split("## Usage", 1)[1].split("###", 1)[0]
     line = re.search(rf"affbatch {command} .*?(?=\naffbatch |\n```)", usage, re.S)
@@ -43,7 +43,7 @@ def test_readme_usage_lists_every_option(command):
 def test_help_lists_the_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("score", "eval", "info"):
+    for command in ("score", "eval", "export", "plot", "info", "engines"):
         assert command in result.output
 
 
