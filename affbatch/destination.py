@@ -22,10 +22,10 @@ from affbatch.errors import AffbatchError, UsageError
 
 #: Traces take about 100 bytes a frame (a row: names, numbers, a face box): 0.5-2.5 % of a
 #: video coded at 1-5 Mbit/s (4-20 kB a frame at 30 fps). The rough need is 2 % of the input,
-#: plus a little per video for its manifest row and records, twice over: the parts and OUT
-#: exist side by side while OUT is assembled.
+#: plus 16 KiB a video for its manifest row and records (about 12 KiB for a short clip), twice
+#: over: the parts and OUT exist side by side while OUT is assembled.
 OUTPUT_SHARE_OF_INPUT = 0.02
-OUTPUT_BYTES_PER_VIDEO = 64 << 10
+OUTPUT_BYTES_PER_VIDEO = 16 << 10
 
 _REASONS = {
     errno.EACCES: "permission denied",

@@ -85,3 +85,8 @@ class OneLineErrors(TyperGroup):
             typer.echo(f"{self.program}: error: {line}{hint}", err=True)
             sys.exit(exc.exit_code)
         sys.exit(status if isinstance(status, int) else EXIT_OK)
+
+
+def one_line_errors(program: str) -> type[OneLineErrors]:
+    """:class:`OneLineErrors` for another program (``affbatch-train``)."""
+    return type(f"OneLineErrors_{program.replace('-', '_')}", (OneLineErrors,), {"program": program})

@@ -211,7 +211,8 @@ def probe(path: Path) -> VideoInfo:
                 if ts is None:
                     untimed.append(packet.duration or 0)
                     continue
-                _note_start(starts, packet, ts)
+                if not packet.is_discard:  # the file's start time counts the frames it shows
+                    _note_start(starts, packet, ts)
                 reordered = reordered or (packet.dts is not None and packet.dts != ts)
                 stamps.append(ts)
                 decode_stamps.append(packet.dts)

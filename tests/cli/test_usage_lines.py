@@ -44,3 +44,12 @@ def test_the_installed_command_writes_one_line_too(tmp_path):
     )
     _check(done.returncode, done.stdout + done.stderr, "Missing option '--out'")
     assert "(see " in done.stderr and "score --help)" in done.stderr
+
+
+def test_affbatch_train_parse_errors_are_one_line_too():
+    from training.cli import app as train_app
+
+    result = CliRunner().invoke(train_app, ["export"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("affbatch-train: error: Missing argument"), result.output

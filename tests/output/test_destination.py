@@ -113,7 +113,7 @@ def test_a_read_only_mount(tmp_path):
 
 def test_too_little_free_space_up_front(tmp_path):
     clips = [video(tmp_path / f"{i}.mp4") for i in range(4)]
-    with mounted_tmpfs(tmp_path / "small", "size=256k") as small:
+    with mounted_tmpfs(tmp_path / "small", "size=64k") as small:
         line = one_line_usage_error(cli(*map(str, clips), "--out", str(small / "t.arrow")), "needed", "free space")
         assert "free in" in line
         assert not list(small.iterdir())

@@ -117,3 +117,26 @@ def test_mjpeg_mov_shows_the_frames_its_edit_list_drops_as_ffmpeg_does(ffmpeg, t
     out = tmp_path / "traces.arrow"
     summary = score_run([trimmed], out, ScoreOptions(model="none"))
     assert [(r.status, r.frames) for r in summary.rows] == [("ok", len(expected))], summary.rows
+
+
+def test_mjpeg_mov_starting_before_its_edit_list(ffmpeg, tmp_path):
+    """A first picture stamped before zero: the MOV muxer hides it behind an edit list, ffmpeg 5.1
+    still shows it, and the file's start time is that of the pictures the list keeps. The file
+    is the fuzz pass's case 86 of seed 7 (timestamps jittered by up to 10 ms), which found it."""
+    import random
+
+    import av
+
+    from tests.video.test_fuzz import jitter_timestamps, make_sources, remux
+
+    source = make_sources(tmp_path / "sources")["mov-mjpeg"]
+    path = tmp_path / "jittered.mov"
+    assert remux(source, path, jitter_timestamps, random.Random("7-86"))
+    with av.open(str(path)) as container:
+        first = next(p for p in container.demux(container.streams.video[0]) if p.size)
+        assert first.pts < 0 and first.is_discard  # the case: a picture the edit list drops
+    expected = ffmpeg_codes(ffmpeg, path, W, H)
+    slots, decoded = our_codes(path)
+    assert decoded == expected and expected[0] == 0
+    summary = score_run([path], tmp_path / "traces.arrow", ScoreOptions(model="none"))
+    assert [(r.status, r.frames) for r in summary.rows] == [("ok", len(expected))], summary.rows
