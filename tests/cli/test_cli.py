@@ -31,7 +31,9 @@ def options_of(command: str) -> set[str]:
     return {o for p in click_command.params for o in p.opts if o.startswith("--")}
 
 
-@pytest.mark.parametrize("command", ["score", "eval", "export", "info", "plot", "engines build", "engines list", "engines clear"])
+@pytest.mark.parametrize(
+    "command", ["score", "eval", "export", "info", "plot", "engines build", "engines list", "engines clear"]
+)
 def test_readme_usage_lists_every_option(command):
     usage = README.read_text().split("## Usage", 1)[1].split("###", 1)[0]
     line = re.search(rf"affbatch {command} .*?(?=\naffbatch |\n```)", usage, re.S)

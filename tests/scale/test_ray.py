@@ -127,3 +127,67 @@ def test_driver_killed_then_resume_scores_nothing_twice(ray_cluster, tmp_path):
     assert summary["reused"] == committed and summary["ok"] == 8
     assert stderr.count(": ok, 240 frames") == 8 - committed
     check_once(out, names)
+
+
+def _kill_scoring_actors(cluster, times: int, killed: list[int]) -> threading.Thread:
+    """A thread that SIGKILLs an actor 0.3 s after it starts scoring, ``times`` times."""
+
+    def killer() -> None:
+        deadline = time.monotonic() + 120
+        first_seen: dict[int, float] = {}
+        while len(killed) < times and time.monotonic() < deadline:
+            for pid, title in cluster.actors().items():
+                if title != "ray::VideoActor.score" or pid in killed:
+                    first_seen.pop(pid, None)
+                    continue
+                if time.monotonic() - first_seen.setdefault(pid, time.monotonic()) > 0.3:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    return thread
+
+
+def test_a_video_whose_actor_dies_twice_is_recorded_failed(ray_cluster, tmp_path):
+    """One actor; the long video goes first and its actor is killed on both attempts (Ray's
+    retry): that video fails with Ray's reason, the others are scored by the restarted actor."""
+    expected = folder_of_clips(tmp_path / "v", {"long.mp4": 900, "a.mp4": 30, "b.mp4": 60})
+    killed: list[int] = []
+    thread = _kill_scoring_actors(ray_cluster, 2, killed)
+    status, summary, stderr = run(
+        str(tmp_path / "v"), "--out", str(tmp_path / "t.arrow"), "--ray", ray_cluster.address, "--workers", "1"
+    )
+    thread.join()
+    assert len(killed) == 2, killed
+    assert status == 1, stderr
+    rows = check_once(tmp_path / "t.arrow", expected)
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert [r["video"] for r in failed] == ["long.mp4"]
+    assert failed[0]["error"].startswith("its Ray actor died on each of 2 attempts (")
+    assert summary["ok"] == 2
+
+
+def test_ctrl_c_ends_the_actors_and_says_how_to_resume(ray_cluster, tmp_path):
+    names = folder_of_clips(tmp_path / "v", {f"v{i}.mp4": 240 for i in range(8)})
+    out = tmp_path / "t.arrow"
+    parts = tmp_path / "t.arrow.parts"
+    process = score_process(str(tmp_path / "v"), "--out", str(out), "--ray", ray_cluster.address, "--workers", "2")
+    try:
+        wait_until(lambda: len(list(parts.glob("*.json"))) >= 1 or process.poll() is not None, 180, "a commit")
+        assert process.poll() is None, process.communicate()
+        os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole job
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, stderr
+    assert f"rerun with --resume to complete {out}" in stderr and "Traceback" not in stderr
+    wait_until(lambda: not ray_cluster.actors(), 30, "the actors to end")
+    committed = len(list(parts.glob("*.json")))
+    status, summary, stderr = run(str(tmp_path / "v"), "--out", str(out), "--ray", ray_cluster.address, "--resume")
+    assert status == 0, stderr
+    assert summary["reused"] == committed and summary["ok"] == 8
+    check_once(out, names)
