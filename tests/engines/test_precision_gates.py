@@ -9,7 +9,8 @@ the generated group video (five people at once, small faces):
 * the detector finds the same faces: every fp32 face has a bf16 face in the same frame at
   IoU >= 0.9, none added or lost at the threshold, detection scores within 0.02;
 * the expression prior's valence and arousal within 0.02 of fp32 on every face;
-* ``vggface-gru-attn``'s (seeded weights; ``slow``) within 0.02.
+* ``vggface-gru-attn``'s (seeded weights) within 0.02, and the demo checkpoint's test CCC
+  within 0.01 (these are ``slow``: they run with ``-m slow``).
 
 What they found is why the detector runs fp32 under the prior (``affect.resolve``) and torch's
 bf16 is not declared for the detector.
@@ -147,6 +148,22 @@ def compare(reference, other) -> dict:
             "max_va_diff": va_diff, "fp32_va_std": spread}  # fmt: skip
 
 
+_REFERENCES: dict = {}
+
+
+def fp32_reference(path: Path, model: str):
+    """ONNX Runtime fp32's traces of ``path`` (scored once per test session)."""
+    if (path, model) not in _REFERENCES:
+        _REFERENCES[path, model] = score(path, model, "onnxruntime", "fp32")[0]
+    return _REFERENCES[path, model]
+
+
+def needs_slow(request) -> None:
+    """Slow gates run when asked for (``-m slow``), as the full demo's test does."""
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("a slow gate: run with -m slow")
+
+
 def score(path: Path, model: str, runtime: str, precision: str, affect: tuple[str, str] | None = None):
     """Traces and metadata of ``path``; ``affect``: the affect model's own (runtime, precision),
     the detector then running in ``runtime``/``precision`` (to test one stage at a time)."""
@@ -221,7 +238,7 @@ VIDEOS = ["carphone", "astronaut", "group"]
 @pytest.mark.parametrize("runtime", detector_runtimes())
 @pytest.mark.parametrize("video", VIDEOS)
 def test_detector_finds_the_same_faces_in_bf16(media, unpinned_cache, video, runtime):
-    reference, _ = score(media[video], "faces", "onnxruntime", "fp32")
+    reference = fp32_reference(media[video], "faces")
     table, metadata = score(media[video], "faces", runtime, "bf16")
     assert metadata["precision"] == "detector: bf16, affect: none"
     check(compare(reference, table), f"{video} detector {runtime} bf16")
@@ -230,14 +247,14 @@ def test_detector_finds_the_same_faces_in_bf16(media, unpinned_cache, video, run
 @pytest.mark.parametrize("runtime", prior_runtimes())
 @pytest.mark.parametrize("video", VIDEOS)
 def test_prior_holds_in_bf16_on_the_same_crops(media, unpinned_cache, video, runtime):
-    reference, _ = score(media[video], "prior", "onnxruntime", "fp32")
+    reference = fp32_reference(media[video], "prior")
     table, _ = score(media[video], "prior", "onnxruntime", "fp32", affect=(runtime, "bf16"))
     check(compare(reference, table), f"{video} prior {runtime} bf16")
 
 
 @pytest.mark.parametrize("video", VIDEOS)
 def test_prior_with_auto_holds_end_to_end(media, unpinned_cache, video):
-    reference, _ = score(media[video], "prior", "onnxruntime", "fp32")
+    reference = fp32_reference(media[video], "prior")
     table, metadata = score(media[video], "prior", "auto", "auto")
     # the detector stays fp32 under the prior (affect.resolve.detector_placement says why)
     assert metadata["precision"].startswith("detector: fp32, affect: ")
@@ -260,16 +277,20 @@ def vggface_checkpoint(tmp_path_factory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("runtime", vggface_runtimes())
 @pytest.mark.parametrize("video", VIDEOS)
-def test_vggface_gru_attn_holds_in_bf16_on_the_same_crops(media, unpinned_cache, vggface_checkpoint, video, runtime):
-    reference, _ = score(media[video], str(vggface_checkpoint), "onnxruntime", "fp32")
+def test_vggface_gru_attn_holds_in_bf16_on_the_same_crops(
+    media, unpinned_cache, vggface_checkpoint, video, runtime, request
+):
+    needs_slow(request)
+    reference = fp32_reference(media[video], str(vggface_checkpoint))
     table, _ = score(media[video], str(vggface_checkpoint), "onnxruntime", "fp32", affect=(runtime, "bf16"))
     check(compare(reference, table), f"{video} vggface-gru-attn {runtime} bf16")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("video", VIDEOS)
-def test_vggface_gru_attn_with_auto_holds_end_to_end(media, unpinned_cache, vggface_checkpoint, video):
-    reference, _ = score(media[video], str(vggface_checkpoint), "onnxruntime", "fp32")
+def test_vggface_gru_attn_with_auto_holds_end_to_end(media, unpinned_cache, vggface_checkpoint, video, request):
+    needs_slow(request)
+    reference = fp32_reference(media[video], str(vggface_checkpoint))
     table, metadata = score(media[video], str(vggface_checkpoint), "auto", "auto")
     assert "bf16" in metadata["precision"]
     check(compare(reference, table), f"{video} vggface-gru-attn auto")
@@ -311,8 +332,7 @@ def demo_ccc(model, store, runtime: str, precision: str) -> dict:
 @pytest.mark.timeout(3600)  # the demo trains for 5 to 10 minutes on 2 idle cores; shared ones take longer
 def test_demo_checkpoint_test_ccc_holds_with_auto(tmp_path, request, unpinned_cache):
     """The demo's trained vggface-gru-attn: test CCC with auto within 0.01 of fp32's."""
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("the full demo takes 5 to 10 minutes on 2 cores: run with -m slow")
+    needs_slow(request)
     from affbatch.models.checkpoint import load_checkpoint
     from training.demo import DemoOptions, run_demo
     from training.store import CropStore
