@@ -148,9 +148,11 @@ class Scorer:
         from affbatch.affect.resolve import NO_MODEL, resolve_analyzer, resolve_placement
 
         o = self.options
-        self.decoder = get_decoder(o.decoder)
         #: Where the models run (None with ``model="none"``: nothing runs).
         self.placement = None if o.model == NO_MODEL else resolve_placement(o.runtime, o.device, o.precision)
+        # Frames are decoded (or moved once) where the models run: a GPU batch never visits the host.
+        frames_device = self.placement.device if self.placement else (o.device if o.device != "auto" else "cpu")
+        self.decoder = get_decoder(o.decoder, frames_device)
         self.analyzer: Analyzer = resolve_analyzer(o.model, o.detector, self.placement, o.align)
         ident = self.analyzer.identity
         #: One line for the user: which model makes the traces.
@@ -162,6 +164,8 @@ class Scorer:
             "model_sha256": ident.model_sha256,
             "detector": ident.detector,
             "detector_sha256": ident.detector_sha256,
+            # bf16 and fp32 traces differ (within the gates of tests/engines/test_precision_gates.py)
+            "precision": ident.precision,
         }
         #: The traces' schema metadata.
         self.metadata = {
@@ -171,6 +175,8 @@ class Scorer:
             "device": ident.device,
             "decoder": self.decoder.name,
         }
+        if choice := getattr(self.decoder, "choice", None):  # --decoder auto: which and why
+            self.metadata["decoder_choice"] = choice
 
     def score(self, video: str | os.PathLike | InputVideo, on_crops: CropHook | None = None) -> VideoResult:
         """One video file (named in the outputs as given)."""
@@ -204,6 +210,7 @@ class Scorer:
                     listener.frames_done(len(event.batch), current.decoded / max(1, current.started.wanted))
             elif isinstance(event, VideoDecoded):
                 started, current = current.started, None
+                self._note_fallback(started)
                 try:
                     faces = self.analyzer.finish(started.slots)
                     table = frames_table(video.name, started.slots, started.times, faces)
@@ -216,6 +223,12 @@ class Scorer:
                     listener.video_started(video.name, sizes.get(video.name, 0))
                 current = None
                 yield failed_result(video, event.error, event.fingerprint, event.t0)
+
+    def _note_fallback(self, started: VideoStarted) -> None:
+        """``--decoder auto``: a video PyAV decoded instead of the GPU decoder, in the metadata."""
+        fallbacks = getattr(self.decoder, "fallbacks", None)
+        if fallbacks and (why := fallbacks.pop(str(started.info.path), None)):
+            self.metadata.setdefault("decoder_fallbacks", {})[started.video.name] = why
 
     def _decode(self, videos: list[InputVideo]) -> Iterator[DecodeEvent]:
         """The decoding thread's events, video after video."""

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from affbatch import destination
 from affbatch.errors import UsageError
 from affbatch.files import file_size
 from affbatch.output.runstore import RunStore
@@ -99,6 +100,8 @@ def score_run(
     if workers is not None and workers < 1:
         raise UsageError(f"--workers {workers}: must be at least 1")
     options = scorer.options if scorer is not None else options or ScoreOptions()
+    # Before the models load: OUT's folder made, writable, with room (else a usage error).
+    destination.prepare(out, destination.rough_need(sum(file_size(v.path) for v in videos), len(videos)))
     if scorer is None and ray is None:
         from affbatch.scale import default_workers
 
@@ -129,16 +132,20 @@ def _run(videos: list[InputVideo], out: Path, scorer, resume: bool, progress: Pr
             progress.video_started(video.name, file_size(video.path))
             progress.video_done(video.name, "reused", hit[0].frames or 0, 0.0, None)
 
+        finished = reused
         if isinstance(scorer, Scorer):
             results = scorer.score_many(todo, listener=progress)
         else:
             results = _from_workers(scorer.score_many(todo, progress), todo, progress)
         for result in results:
             row = result.row
-            store.commit(result.video, row, result.table, result.fingerprint)
+            with destination.writing(out, store.dir, finished):
+                store.commit(result.video, row, result.table, result.fingerprint)
+            finished += row.status == "ok"
             progress.video_done(result.name, row.status, row.frames or 0, row.seconds or 0.0, row.error)
 
-        rows = store.assemble(videos, scorer.metadata)
+        with destination.writing(out, store.dir, finished):
+            rows = store.assemble(videos, scorer.metadata)
     finally:
         store.close()
         progress.close()

@@ -4,9 +4,11 @@
 native. ``models``: each model stage alone (detector, prior, VGG-16 to fc6, GRU + attention) per
 runtime and batch size, next to its compute floor. ``faces``: ``affbatch score`` end to end on
 360p/720p/1080p clips with one and two faces, with the prior and with vggface-gru-attn, next to a
-naive baseline and the compute floor. ``scale``: frames/s with 1..N worker processes beside one
-process, and the per-video cost of a worker (``affbatch score --workers``). Medians and spreads
-of repeated runs after a warm-up, peak memory; JSON, Markdown and PNG plots go to --out.
+naive baseline and the compute floor. ``gpu`` (a CUDA device only): each GPU decoder alone and
+``score`` end to end with frames kept on the GPU, with parity against the CPU path. ``scale``:
+frames/s with 1..N worker processes beside one process, and the per-video cost of a worker
+(``affbatch score --workers``). Medians and spreads of repeated runs after a warm-up, peak memory;
+JSON, Markdown and PNG plots go to --out.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import decode, faces, models, plots, scale
+from bench import decode, faces, gpu, models, plots, scale
 from bench.report import write_suite
 
-SUITES = ("decode", "models", "faces", "scale")
+SUITES = ("decode", "models", "faces", "gpu", "scale")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -48,6 +50,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="runtimes of score in the faces suite (default: every one here; quick: the default one)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        default=["auto"],
+        help="precisions of score in the faces suite, each with every runtime, side by side (default auto; "
+        "e.g. fp32 auto); the models suite measures every precision each runtime runs here",
+    )
     parser.add_argument(
         "--naive-frames", type=int, default=None, help="frames of each naive run (default: the whole clip; quick 6)"
     )
@@ -74,18 +83,32 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _version(dist: str) -> str | None:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def machine_info(device: str) -> dict:
     import onnxruntime
     import torch
 
+    from engines.cpuinfo import summary
+
     info = {
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        # the CPU's model, its AMX/AVX512-BF16/VNNI/AVX2 flags, bf16 in hardware, the runtimes' reports
+        "cpu": summary(),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "onnxruntime": onnxruntime.__version__,
+        "openvino": _version("openvino"),
         "device": device,
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
@@ -98,6 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     import engines
 
+    for precision in args.precision:  # a precision this machine cannot run: say so now, in one line
+        try:
+            engines.check_precision(precision)
+            engines.resolve("auto", args.device, precision)
+        except engines.EngineError as exc:
+            print(f"bench: --precision {precision}: {exc}", file=sys.stderr)
+            return 2
     placement = engines.resolve("auto", args.device)  # once per run, as a score run does
     device = placement.device
     machine = machine_info(device)
@@ -125,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
                     results += decode.run(tmp, args.seconds, args.repeats, batch, args.quick)
             elif suite == "models":
                 results = models.run(tmp, args.repeats, args.quick, device, gflops_s)
+            elif suite == "gpu":
+                if not device.startswith("cuda"):
+                    print("gpu: needs a CUDA device (--device cuda); skipped", flush=True)
+                    continue
+                resolutions = ("360p", "720p") if args.quick else tuple(gpu.RESOLUTIONS)
+                results = gpu.run(tmp, args.seconds, args.repeats, device, args.batch_size[-1], resolutions=resolutions)
             elif suite == "scale":
                 results = scale.run(tmp, args.seconds, args.repeats, args.device, args.max_workers, args.ray)
             else:
@@ -139,9 +175,10 @@ def main(argv: list[str] | None = None) -> int:
                     gflops_s,
                     runtimes,
                     args.batch_size,
-                    [name for name, why in decoders.availability().items() if why is None],
+                    [n for n, why in decoders.availability().items() if why is None and n not in decode.GPU_DECODERS],
                     naive_runtime=default_runtime if default_runtime in runtimes else runtimes[0],
                     naive_frames=args.naive_frames,
+                    precisions=args.precision,
                 )
             done[suite] = results
             write(suite, results, machine, args)  # now, in case a later suite fails
@@ -166,11 +203,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def peak_lines(peak: dict) -> str:
-    return "\n".join(
-        f"fp32 {k['kernel']}: {k['gflops_median']:.0f} GFLOP/s median, "
+    lines = [
+        f"{k.get('precision', 'fp32')} {k['kernel']}: {k['gflops_median']:.0f} GFLOP/s median, "
         f"{k['gflops_min']:.0f}–{k['gflops_max']:.0f} over {k['runs']} runs"
         for k in peak["kernels"]
-    )
+    ]
+    per = peak.get("per_precision", {})
+    lines.append("best per precision: " + ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in per.items()))
+    return "\n".join(lines)
 
 
 def write(suite: str, results, machine: dict, args: argparse.Namespace) -> tuple[str, list[Path]]:
@@ -181,6 +221,10 @@ def write(suite: str, results, machine: dict, args: argparse.Namespace) -> tuple
     elif suite == "models":
         table = models.markdown(results, machine, args.repeats)
         plot = plots.models_plot(results, machine, args.out / "models.png")
+    elif suite == "gpu":
+        table = gpu.markdown(results, machine, args.repeats)
+        json_path, md_path = write_suite(args.out, suite, machine, results, table)
+        return table, [json_path, md_path]
     elif suite == "scale":
         table = scale.markdown(results, machine, args.repeats)
         json_path, md_path = write_suite(args.out, suite, machine, results, table)

@@ -23,6 +23,8 @@ from bench.measure import PeakMemory, summarise, timed
 from bench.media import write_scene_clip
 from bench.report import memory, rate
 
+#: Measured by the gpu suite (``bench.gpu``), not here.
+GPU_DECODERS = ("dali", "nvcodec")
 RESOLUTIONS = {"360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080)}
 
 
@@ -57,7 +59,8 @@ def bench_clip(path: Path, decoder_name: str, fps_mode: str, repeats: int, batch
 def run(workdir: Path, seconds: float, repeats: int, batch_size: int, quick: bool = False) -> list[dict]:
     """Every resolution, source rate, decoder and --fps mode; ``quick`` leaves out native on 30 fps
     sources (the same frames as --fps 30)."""
-    available = [name for name, why in decoders.availability().items() if why is None]
+    # H.264 clips on the CPU: the GPU decoders (DALI's CPU backend takes no H.264) are the gpu suite's.
+    available = [name for name, why in decoders.availability().items() if why is None and name not in GPU_DECODERS]
     results = []
     for res, (w, h) in RESOLUTIONS.items():
         for source_fps in (30, 60):

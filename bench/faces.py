@@ -80,13 +80,22 @@ def faces_per_frame(table, videos: list[str]) -> float:
 
 
 def pipeline_rates(
-    clips: dict[str, list[Path]], out: Path, model: str, runtime: str, decoder: str, batch: int, device: str
+    clips: dict[str, list[Path]],
+    out: Path,
+    model: str,
+    runtime: str,
+    decoder: str,
+    batch: int,
+    device: str,
+    precision: str = "auto",
 ) -> dict[str, dict]:
     """One ``affbatch score`` call over every clip's files (a warm-up one, then the timed copies):
     for each clip, the rates of its timed copies, their peak memory and faces per frame."""
     watch = Stopwatch()
     files = [f for copies in clips.values() for f in copies]
-    options = ScoreOptions(model=model, runtime=runtime, decoder=decoder, batch_size=batch, device=device)
+    options = ScoreOptions(
+        model=model, runtime=runtime, decoder=decoder, batch_size=batch, device=device, precision=precision
+    )
     summary = score_run(files, out, options, progress=watch)
     if summary.failed:
         raise RuntimeError(f"bench clips failed: {summary.failed}")
@@ -100,6 +109,7 @@ def pipeline_rates(
         if table is not None:
             result["faces_per_frame"] = faces_per_frame(table, [str(f) for f in copies[1:]])
             result["runtime_used"] = summary.metadata.get("runtime")
+            result["precision_used"] = summary.metadata.get("precision")
         results[clip] = result
     return results
 
@@ -146,8 +156,16 @@ def run(
     decoders: list[str],
     naive_runtime: str,
     naive_frames: int | None = None,
+    precisions: list[str] | None = None,
 ) -> dict:
-    """Everything the module docstring says; ``naive_frames`` caps the frames of a naive run."""
+    """Everything the module docstring says; ``naive_frames`` caps the frames of a naive run;
+    ``precisions``: ``score --precision`` values, each with every runtime (default: auto); with
+    more than one, a row's runtime reads ``<runtime> <precision>``."""
+    precisions = precisions or ["auto"]
+
+    def label(runtime: str, precision: str) -> str:
+        return runtime if len(precisions) == 1 else f"{runtime} {precision}"
+
     checkpoint = untrained_checkpoint(workdir / "vggface-gru-attn-init")
     flops = model_flops(checkpoint)
     model_args = {"prior": "auto", "vggface-gru-attn": str(checkpoint)}
@@ -165,14 +183,14 @@ def run(
         clips[name] = files
     out = workdir / "faces.arrow"
 
-    def measure(model: str, runtime: str) -> None:
+    def measure(model: str, runtime: str, precision: str = "auto") -> None:
         for decoder in decoders:
             for batch in batch_sizes:
                 for clip, result in pipeline_rates(
-                    clips, out, model_args.get(model, model), runtime, decoder, batch, device
+                    clips, out, model_args.get(model, model), runtime, decoder, batch, device, precision
                 ).items():
-                    row = {"clip": clip, "model": model, "decoder": decoder, "batch": batch}
-                    row.update(runtime=runtime if model != "none" else "–", **result)
+                    row = {"clip": clip, "model": model, "decoder": decoder, "batch": batch, "precision": precision}
+                    row.update(runtime=label(runtime, precision) if model != "none" else "–", **result)
                     pipeline.append(row)
                     print(pipeline_line(row), flush=True)
 
@@ -180,17 +198,18 @@ def run(
     measure("none", "auto")
     for model in MODELS:
         for runtime in runtimes:
-            measure(model, runtime)
+            for precision in precisions:
+                measure(model, runtime, precision)
         scorer = naive_scorer(model, checkpoint, naive_runtime, device)
         for clip, source in sources.items():
-            row = {"clip": clip, "model": model, "runtime": naive_runtime}
+            row = {"clip": clip, "model": model, "runtime": label(naive_runtime, precisions[0])}
             row.update(naive_rates(scorer, source, repeats, naive_frames))
             naive.append(row)
             print(f"naive: {clip}, {model}, {naive_runtime} batch 1: {rate(row)} frames/s", flush=True)
         del scorer
         gc.collect()
     results = {"flops": flops, "pipeline": pipeline, "naive": naive, "batch_sizes": batch_sizes, "decoders": decoders}
-    return apply_floor(results, gflops_s, naive_runtime)
+    return apply_floor(results, gflops_s, label(naive_runtime, precisions[0]))
 
 
 def apply_floor(results: dict, gflops_s: float, naive_runtime: str | None = None) -> dict:

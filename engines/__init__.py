@@ -1,7 +1,8 @@
 """engines: turn a torch module into the fastest runtime on the machine.
 
-ONNX Runtime on the CPU, TensorRT on NVIDIA GPUs (built from the same cached ONNX graph), torch
-itself anywhere, with on-disk caches of exported graphs and built engines. It takes an
+ONNX Runtime on the CPU, OpenVINO on CPUs with bf16 in hardware (AMX, AVX512-BF16), TensorRT
+on NVIDIA GPUs (all from the same cached ONNX graph), torch itself anywhere, with on-disk caches
+of exported graphs and built engines. It takes an
 ``nn.Module``, example inputs and dynamic axes, and imports neither ``affbatch`` nor
 ``training``. Importing it is cheap: torch, ONNX Runtime and TensorRT are imported when a
 module is compiled.
@@ -60,6 +61,7 @@ def availability() -> dict[str, dict[str, str | None]]:
     """
     from engines.build import cuda_unavailable
     from engines.onnxruntime_engine import available as onnxruntime_unavailable
+    from engines.openvino_engine import available as openvino_unavailable
     from engines.tensorrt_engine import available as tensorrt_unavailable
 
     no_cuda = cuda_unavailable()
@@ -73,6 +75,8 @@ def availability() -> dict[str, dict[str, str | None]]:
     else:
         result["onnxruntime"] = {"cpu": why, "cuda": why}
     result["torch"] = {"cpu": None, "cuda": no_cuda}
+    why = openvino_unavailable()
+    result["openvino"] = {"cpu": why, "cuda": why or "runs on the CPU here"}
     why = tensorrt_unavailable()
     result["tensorrt"] = {"cpu": why or "CUDA devices only", "cuda": why or no_cuda}
     return result

@@ -33,8 +33,8 @@ class EngineOptions:
     #: (min, opt, max) size the engine accepts and is tuned for. Names not given here take
     #: :data:`engines.profiles.DEFAULT_RANGES`, else (1, the example's size, max(that, 256)).
     profiles: Mapping[str, tuple[int, int, int]] = field(default_factory=dict)
-    #: torch: run convolutional models with channels-last tensors; None: on CUDA only (cuDNN's
-    #: tensor-core kernels want NHWC; on the CPU, ONNX Runtime is the fast path anyway).
+    #: torch: run convolutional models with channels-last tensors; None: on CUDA (cuDNN's
+    #: tensor-core kernels want NHWC) and in bf16 on the CPU (so do oneDNN's), not in fp32 there.
     channels_last: bool | None = None
     #: torch on CUDA: capture one CUDA graph per input shape and replay it. Pays where kernel
     #: launches dominate (small batches); costs a capture and memory per new shape.
@@ -72,7 +72,7 @@ class Engine(ABC):
     are flattened depth-first.
     """
 
-    #: What runs it: "onnxruntime", "torch" or "tensorrt".
+    #: What runs it: "onnxruntime", "torch", "tensorrt" or "openvino".
     runtime: str
     #: Where it runs: "cpu" or "cuda:N".
     device: str

@@ -1,9 +1,11 @@
-"""``engines.compile``: resolve device and runtime, export (through the cache), open the engine.
+"""``engines.compile``: resolve device, runtime and precision, export (through the cache), open the engine.
 
-``auto`` (DESIGN.md): TensorRT when it imports and a GPU is present, else torch on CUDA, else
-ONNX Runtime on the CPU (torch if ONNX Runtime is missing). Each choice that falls back is
-logged once per process: at WARNING when something faster was wanted (a GPU without TensorRT),
-at INFO otherwise.
+``auto`` (DESIGN.md): TensorRT when it imports and a GPU is present, else torch on CUDA. On the
+CPU: where the CPU multiplies bf16 in hardware (``engines.cpuinfo``), each model gets the
+fastest runtime x precision measured here (``engines.autotune``: OpenVINO or torch in bf16,
+ONNX Runtime or OpenVINO in fp32); elsewhere ONNX Runtime in fp32 (torch if ONNX Runtime is
+missing). Each choice that falls back is logged once per process: at WARNING when something
+faster was wanted (a GPU without TensorRT), at INFO otherwise.
 """
 
 from __future__ import annotations
@@ -61,9 +63,16 @@ def resolve_device(device: str) -> str:
 def resolve_runtime(runtime: str, device: str) -> str:
     """The runtime for an already resolved ``device``; RuntimeUnavailable says why one cannot run."""
     from engines.onnxruntime_engine import available as onnxruntime_unavailable
+    from engines.openvino_engine import available as openvino_unavailable
     from engines.tensorrt_engine import available as tensorrt_unavailable
 
     check_runtime(runtime)
+    if runtime == "openvino":
+        if why := openvino_unavailable():
+            raise RuntimeUnavailable(f"openvino: {why}")
+        if device != "cpu":
+            raise RuntimeUnavailable("openvino: runs on the CPU here, not on CUDA devices; use --device cpu")
+        return runtime
     if runtime == "tensorrt":
         if why := tensorrt_unavailable():
             raise RuntimeUnavailable(f"tensorrt: {why}")
@@ -93,17 +102,62 @@ def resolve_runtime(runtime: str, device: str) -> str:
     return "torch"
 
 
+def cpu_runtimes() -> dict[str, str | None]:
+    """For each runtime: None when it runs on the CPU here, else why not."""
+    from engines.onnxruntime_engine import available as onnxruntime_unavailable
+    from engines.openvino_engine import available as openvino_unavailable
+
+    return {"onnxruntime": onnxruntime_unavailable(), "openvino": openvino_unavailable(), "torch": None}
+
+
 def resolve_precision(precision: str, runtime: str, device: str) -> str:
-    """``auto``: float32 everywhere (the precision every runtime is checked against); a
-    precision asked for is passed on, and the runtime says no when it cannot run it."""
+    """On CUDA, ``auto`` is float32 (the precision every runtime is checked against) and a
+    precision asked for is passed on (the runtime says no when it cannot run it).
+
+    On the CPU: ``auto`` stays ``auto`` (each model then gets its fastest runtime x precision,
+    :mod:`engines.autotune`) where the CPU has bf16 in hardware and more than one candidate
+    can run, else it is fp32; bf16 without it, and fp16, are refused with the reason.
+    """
+    from engines.autotune import candidates, pinned_precision
+
     check_precision(precision)
-    return "fp32" if precision == "auto" else precision
+    if device != "cpu":
+        return "fp32" if precision == "auto" else precision
+    if precision == "fp16":
+        raise RuntimeUnavailable(
+            "fp16 on the CPU: no runtime here computes in it faster than bf16 or fp32; use --precision bf16 or fp32"
+        )
+    if precision == "bf16":
+        from engines.cpuinfo import detect
+
+        if runtime == "onnxruntime":
+            raise RuntimeUnavailable(
+                "onnxruntime runs fp32 here, not bf16; for bf16 use --runtime openvino, torch or auto"
+            )
+        if why := detect().bf16_unavailable():
+            raise RuntimeUnavailable(f"--precision bf16: {why}; use fp32")
+        return precision
+    if precision == "auto":
+        from engines.cpuinfo import detect
+
+        # Without bf16 in hardware, fp32 as before: ONNX Runtime is its fastest runtime here.
+        if pinned_precision() is not None or detect().bf16_unavailable():
+            return "fp32"
+        return "auto" if len(candidates(runtime, "auto", cpu_runtimes())) > 1 else "fp32"
+    return precision
 
 
 def resolve(runtime: str = "auto", device: str = "auto", precision: str = "auto") -> Placement:
+    """The placement of a run. On the CPU, runtime ``auto`` with precision ``auto`` or ``bf16``
+    where bf16 runs in hardware stays ``auto``: chosen per model when it is compiled."""
     device = resolve_device(device)
+    check_runtime(runtime)
+    precision = resolve_precision(precision, runtime, device)
+    if device == "cpu" and runtime == "auto" and precision != "fp32":
+        resolve_runtime("auto", device)  # a CPU with no runtime at all says so here
+        return Placement("auto", device, precision)
     runtime = resolve_runtime(runtime, device)
-    return Placement(runtime, device, resolve_precision(precision, runtime, device))
+    return Placement(runtime, device, precision)
 
 
 def compile_module(
@@ -120,10 +174,18 @@ def compile_module(
     options: EngineOptions | None = None,
 ) -> Engine:
     options = options or EngineOptions()
-    check_precision(precision, allow_auto=False)
-    device = resolve_device(device)
-    runtime = resolve_runtime(runtime, device)
+    placement = resolve(runtime, device, precision)
     example_inputs = tuple(t.detach().cpu() for t in example_inputs)
+    args = (module, example_inputs, input_names, output_names, dynamic_axes, cache_dir, cache_extra, options)
+    if placement.device == "cpu" and "auto" in (placement.runtime, placement.precision):
+        return _autotuned(placement, *args)
+    return _compile(placement.runtime, placement.device, placement.precision, *args)
+
+
+def _compile(
+    runtime, device, precision, module, example_inputs, input_names, output_names, dynamic_axes, cache_dir, cache_extra,
+    options,
+) -> Engine:  # fmt: skip
     if runtime == "torch":
         from engines.torch_engine import TorchEngine
 
@@ -133,13 +195,67 @@ def compile_module(
             module, example_inputs, input_names, output_names, dynamic_axes, device, precision, cache_dir, cache_extra,
             options,
         )  # fmt: skip
-    from engines.cache import cached_onnx
+    from engines.cache import cache_root, cached_onnx
+
+    if runtime == "openvino":
+        from engines.openvino_engine import OpenVinoEngine, check_precision
+
+        check_precision(precision, device)  # before exporting: say no at once
+        path = cached_onnx(module, example_inputs, input_names, output_names, dynamic_axes, cache_dir, cache_extra)
+        return OpenVinoEngine(path, input_names, output_names, device, precision, cache_root() / "openvino")
     from engines.onnxruntime_engine import OnnxRuntimeEngine
 
     if precision != "fp32":  # before exporting: say no at once
-        raise RuntimeUnavailable(f"onnxruntime runs fp32 here, not {precision}; use --runtime torch or tensorrt")
+        raise RuntimeUnavailable(
+            f"onnxruntime runs fp32 here, not {precision}; use --runtime openvino or torch (CPU), tensorrt (CUDA)"
+        )
     path = cached_onnx(module, example_inputs, input_names, output_names, dynamic_axes, cache_dir, cache_extra)
     return OnnxRuntimeEngine(path, input_names, output_names, device, precision)
+
+
+def _autotuned(
+    placement, module, example_inputs, input_names, output_names, dynamic_axes, cache_dir, cache_extra, options
+) -> Engine:
+    """The fastest candidate for this module on this CPU (:mod:`engines.autotune`)."""
+    from engines import autotune
+    from engines.cache import cache_root, cached_onnx, onnx_sha256
+    from engines.cpuinfo import cores, detect
+
+    tested = autotune.bf16_runtimes(module) if placement.precision == "auto" else None
+    options_list = autotune.candidates(placement.runtime, placement.precision, cpu_runtimes(), tested or ())
+    args = (module, example_inputs, input_names, output_names, dynamic_axes, cache_dir, cache_extra, options)
+    if len(options_list) == 1:
+        return _compile(options_list[0][0], "cpu", options_list[0][1], *args)
+    if not options_list:
+        raise RuntimeUnavailable(f"no runtime runs {placement.precision} on this CPU")
+    graph = cached_onnx(module, example_inputs, input_names, output_names, dynamic_axes, cache_dir, cache_extra)
+    inputs = autotune.tune_inputs(example_inputs, input_names, dynamic_axes)
+    cpu = detect()
+    fields = {
+        "onnx_sha256": onnx_sha256(graph),
+        "candidates": [list(c) for c in options_list],
+        "shapes": [list(x.shape) for x in inputs],
+        "cpu": cpu.model,
+        "features": cpu.features,
+        "cores": cores(),
+        "versions": _versions(),
+    }
+    return autotune.choose(
+        type(module).__name__, options_list, lambda r, p: _compile(r, "cpu", p, *args), inputs, fields,
+        cache_root() / "autotune",
+    )  # fmt: skip
+
+
+def _versions() -> dict[str, str | None]:
+    import importlib.metadata
+
+    out: dict[str, str | None] = {"torch": torch.__version__}
+    for dist in ("onnxruntime", "openvino"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
 
 
 def _tensorrt(

@@ -1,7 +1,9 @@
 """What the caches hold (``affbatch engines list``) and removing it (``affbatch engines clear``).
 
 Kinds: ``onnx`` (exported graphs, ``<root>/onnx``), ``tensorrt`` (built engines,
-``<root>/tensorrt``) and ``timing`` (TensorRT timing caches, beside the engines).
+``<root>/tensorrt``), ``timing`` (TensorRT timing caches, beside the engines), ``openvino``
+(compiled OpenVINO models, ``<root>/openvino``) and ``autotune`` (``auto``'s measured choice
+per model and CPU, ``<root>/autotune``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from engines.cache import cache_root, file_sha256
 from engines.engine_cache import SUFFIX, CorruptEntry, read_entry, read_header
 from engines.locking import file_lock
 
-KINDS = ("onnx", "tensorrt", "timing")
+KINDS = ("onnx", "tensorrt", "timing", "openvino", "autotune")
 #: Temporaries older than this are leftovers of killed processes, not writes in progress.
 STALE_TMP_S = 3600
 
@@ -71,7 +73,7 @@ def _onnx_entries(folder: Path, verify: bool) -> list[Entry]:
     return found
 
 
-def _tensorrt_entries(folder: Path, verify: bool) -> list[Entry]:
+def _tensorrt_entries(folder: Path, verify: bool, kind: str = "tensorrt") -> list[Entry]:
     found = []
     for path in sorted(folder.glob(f"*{SUFFIX}")):
         header, problem = {}, None
@@ -83,11 +85,25 @@ def _tensorrt_entries(folder: Path, verify: bool) -> list[Entry]:
             problem = str(exc)
         created = header.get("created", path.stat().st_mtime)
         found.append(
-            Entry("tensorrt", path, path.stem, path.stat().st_size, created, header.get("fields", {}), problem, [path])
+            Entry(kind, path, path.stem, path.stat().st_size, created, header.get("fields", {}), problem, [path])
         )
     for path in sorted(folder.glob("timing-*.cache")):
         st = path.stat()
         found.append(Entry("timing", path, path.stem, st.st_size, st.st_mtime, {}, None, [path]))
+    return found
+
+
+def _autotune_entries(folder: Path) -> list[Entry]:
+    found = []
+    for path in sorted(folder.glob("*.json")):
+        problem, record = None, {}
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            problem = "not valid JSON"
+        fields = dict(record.get("fields", {})) | {k: record[k] for k in ("name", "choice", "timings") if k in record}
+        created = record.get("created", path.stat().st_mtime)
+        found.append(Entry("autotune", path, path.stem, path.stat().st_size, created, fields, problem, [path]))
     return found
 
 
@@ -103,6 +119,10 @@ def entries(root: Path | None = None, kinds: Iterable[str] | None = None, verify
         found += _onnx_entries(root / "onnx", verify)
     if kinds & {"tensorrt", "timing"} and (root / "tensorrt").is_dir():
         found += [e for e in _tensorrt_entries(root / "tensorrt", verify) if e.kind in kinds]
+    if "openvino" in kinds and (root / "openvino").is_dir():
+        found += [e for e in _tensorrt_entries(root / "openvino", verify, "openvino") if e.kind == "openvino"]
+    if "autotune" in kinds and (root / "autotune").is_dir():
+        found += _autotune_entries(root / "autotune")
     return found
 
 
@@ -128,7 +148,7 @@ def clear(
                 path.unlink(missing_ok=True)
             lock.unlink(missing_ok=True)
         removed.append(entry)
-    for folder in (root / "onnx", root / "tensorrt"):
+    for folder in (root / "onnx", root / "tensorrt", root / "openvino", root / "autotune"):
         for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
             if time.time() - tmp.stat().st_mtime > STALE_TMP_S:
                 tmp.unlink(missing_ok=True)

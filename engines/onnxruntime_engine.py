@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,25 +23,18 @@ def available() -> str | None:
     return None
 
 
-def cpu_threads() -> int:
-    """Threads for one session: ``AFFBATCH_THREADS`` when set (a worker's share of the cores,
-    set by affbatch.scale), else the CPUs this process may run on. Not ORT's default, which
-    picks physical cores and under-uses SMT machines and containers that expose logical CPUs
-    only; not os.cpu_count(), which ignores a pinned process's affinity."""
-    given = os.environ.get("AFFBATCH_THREADS", "")
-    if given.isdigit() and int(given) > 0:
-        return int(given)
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
-
-
 def session_options():
     """The session options every affbatch session uses: all optimisations, every core, no spinning."""
     import onnxruntime as ort
 
+    from engines.cpuinfo import threads
+
     options = ort.SessionOptions()
-    options.intra_op_num_threads = cpu_threads()
+    # A worker's share of the cores, else every CPU this process may use (its affinity: a
+    # container's or taskset's share): not ORT's default of physical cores, which under-uses SMT
+    # machines and containers that expose logical CPUs only, nor os.cpu_count(), which
+    # oversubscribes a restricted process.
+    options.intra_op_num_threads = threads()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Idle workers spinning after each run starve the decoder thread and the pre-processing
     # that share the cores: 43 vs 32 frames/s end to end for RetinaFace at 640x360 on 2

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from engines.base import PRECISIONS, EngineError
 
-#: What runs a compiled module, in the order ``auto`` prefers them on a GPU.
-RUNTIMES = ("onnxruntime", "torch", "tensorrt")
+#: What runs a compiled module (``auto``'s choice: see ``engines.build``). openvino: CPU only.
+RUNTIMES = ("onnxruntime", "torch", "tensorrt", "openvino")
 RUNTIME_CHOICES = ("auto", *RUNTIMES)
 PRECISION_CHOICES = ("auto", *PRECISIONS)
 #: Device kinds; a device is written ``cpu``, ``cuda`` or ``cuda:N``.
@@ -48,11 +48,22 @@ def check_precision(precision: str, allow_auto: bool = True) -> str:
 @dataclass(frozen=True)
 class Placement:
     """A resolved choice: ``runtime`` (one of :data:`RUNTIMES`), ``device`` (``cpu`` or
-    ``cuda:N``) and ``precision`` (one of :data:`~engines.base.PRECISIONS`)."""
+    ``cuda:N``) and ``precision`` (one of :data:`~engines.base.PRECISIONS`).
+
+    On a CPU with bf16 in hardware, ``runtime`` and ``precision`` may stay ``auto``: each model
+    then gets its own fastest runtime x precision when it is compiled (``engines.autotune``),
+    and the engine says which (``engine.runtime``, ``engine.precision``)."""
 
     runtime: str
     device: str
     precision: str = "fp32"
 
+    @property
+    def per_model(self) -> bool:
+        """Whether each model's runtime x precision is chosen when it is compiled."""
+        return "auto" in (self.runtime, self.precision)
+
     def __str__(self) -> str:
+        if self.per_model:
+            return f"per model, the fastest measured on {self.device} (runtime {self.runtime}, {self.precision})"
         return f"{self.runtime} on {self.device} ({self.precision})"

@@ -1,19 +1,35 @@
-"""The prepared GPU check: the GPU tests, then a short GPU benchmark of every model, in < 5 minutes.
+"""The prepared GPU check: GPU tests, a short benchmark of every model, then the whole GPU path
+(decoder alone vs ``score`` end to end, parity with the CPU), within 8 minutes.
 
-Run from the repository root on a machine with an NVIDIA GPU (no install needed, no network,
-no PyAV: the benchmark feeds synthetic tensors to the models)::
+Run from the repository root on a machine with an NVIDIA GPU (no network)::
 
-    python3 scripts/gpu_check.py                 # tests + benchmark, prints a table
-    python3 scripts/gpu_check.py --skip-tests    # benchmark only
+    python3 scripts/gpu_check.py                 # everything, prints tables
+    python3 scripts/gpu_check.py --skip-tests    # benchmarks only
     python3 scripts/gpu_check.py --out DIR       # also DIR/gpu_check.json (default: $OUT if set)
 
-1. ``pytest -m gpu tests/engines/test_engines.py tests/engines/test_engines_gpu.py`` with AFFBATCH_REQUIRE_GPU=1
-   (a missing GPU fails instead of skipping); TensorRT tests skip if TensorRT is not installed.
+The GPU check's machine (an H200; Python 3.12, torch 2.11 CUDA, onnxruntime, scikit-image) has
+no PyAV, PyNvVideoCodec, DALI or TensorRT, and no network: PyAV's and PyNvVideoCodec's wheels
+travel with the tree (~62 MiB of the 64 MiB a call may carry; DALI's 199 MB cannot)::
+
+    echo /.whl/ >> .git/info/exclude
+    pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 -d .whl av==18.1.0 PyNvVideoCodec==2.2.4
+    # there (carry .whl):
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \
+        PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 python3 scripts/gpu_check.py --out $OUT
+
+1. ``pytest -m gpu`` over the engines' GPU tests and the GPU path's (device frames through the
+   whole pipeline against the CPU's traces, device crops and NMS, nvcodec's decoder contract)
+   with AFFBATCH_REQUIRE_GPU=1 (a missing GPU fails instead of skipping); tests needing what is
+   not installed (TensorRT, DALI) skip.
 2. frames/s of each model (detector at 640x384, expression prior, VGG-16 fc6 CNN, GRU-attention
    over 80-frame windows) at batch 1, 32 and 256, on torch CUDA fp32 / fp16 / fp16 with CUDA
-   graphs and, where installed, TensorRT fp32 / fp16. Inputs and outputs are torch CUDA tensors
-   (what a GPU pipeline feeds); median of repeated timed calls after a warm-up, with the spread.
-   torch fp32 is torch's default: TF32 convolutions (cuDNN), float32 matmuls.
+   graphs and, where installed, TensorRT fp32 / fp16 (synthetic CUDA tensors in and out).
+3. the GPU path (``bench.gpu``): per 360p/720p/1080p face clip with one and two faces, the GPU
+   decoder alone (NVDEC, no models) and ``score`` end to end with it and torch CUDA, frames/s,
+   end to end as a fraction of decode alone (the target: >= 0.6), GPU memory, and parity with
+   the CPU path's traces (PyAV + ONNX Runtime) on the same clips; then memory over 500 short
+   clips through one decoder.
 Exit status: 0 when the tests pass (or were skipped with --skip-tests), 1 otherwise.
 """
 
@@ -58,6 +74,7 @@ def run_tests(timeout_s: float) -> dict:
     }
     cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "-o", "addopts=-ra"]
     cmd += ["tests/engines/test_engines.py", "tests/engines/test_engines_gpu.py"]
+    cmd += ["tests/test_device_frames.py", "tests/faces", "tests/video/test_nvcodec.py"]
     print("$ AFFBATCH_REQUIRE_GPU=1 " + " ".join(cmd[1:]), flush=True)
     started = time.monotonic()
     try:
@@ -163,10 +180,27 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def gpu_path(workdir: Path, deadline: float, seconds: float, repeats: int) -> dict:
+    """Section 3: ``bench.gpu`` on the GPU decoders here, then the 500-clip memory churn."""
+    from affbatch.video.decoders import availability
+    from bench import gpu
+
+    usable = availability("cuda")
+    if usable["pyav"] is not None:
+        return {"skipped": f"pyav {usable['pyav']}: clips cannot be made (carry its wheel)"}
+    results = gpu.run(workdir, seconds, repeats, "cuda:0", deadline=deadline - 60)
+    decoders = results["decoders"]
+    if decoders and time.monotonic() < deadline - 40:
+        results["churn"] = {decoders[0]: gpu.churn(decoders[0], workdir, "cuda:0", clips=500, every=100)}
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--skip-tests", action="store_true", help="benchmark only")
-    parser.add_argument("--budget", type=float, default=270, help="seconds for the whole check (default 270)")
+    parser.add_argument("--budget", type=float, default=470, help="seconds for the whole check (default 470)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of each GPU-path clip (default 4)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per GPU-path figure (default 3)")
     parser.add_argument("--out", type=Path, default=Path(os.environ["OUT"]) if os.environ.get("OUT") else None)
     args = parser.parse_args(argv)
     started = time.monotonic()
@@ -191,17 +225,38 @@ def main(argv: list[str] | None = None) -> int:
         "python": sys.version.split()[0],
     }
     print("GPU check: " + ", ".join(f"{k} {v}" for k, v in machine.items()), flush=True)
-    tests = {"skipped": True} if args.skip_tests else run_tests(timeout_s=max(60.0, args.budget * 0.6))
+    # Time shares of the budget: tests 35%, the models' benchmark 20%, the GPU path the rest.
+    tests = {"skipped": True} if args.skip_tests else run_tests(timeout_s=max(60.0, args.budget * 0.35))
     print(f"tests: {tests}", flush=True)
-    rows = benchmark(deadline=started + args.budget - 20)
+    rows = benchmark(deadline=min(time.monotonic() + args.budget * 0.2, started + args.budget - 20))
     print(table(rows), flush=True)
+    with tempfile.TemporaryDirectory(prefix="affbatch-gpu-path-") as workdir:
+        try:
+            path = gpu_path(Path(workdir), started + args.budget, args.seconds, args.repeats)
+        except Exception as exc:  # a result too: say it and keep the rest of the report
+            path = {"failed": f"{type(exc).__name__}: {exc}"[:500]}
+    path_table = path_report(path, machine, args.repeats)
+    print(path_table, flush=True)
     print(f"GPU check done in {time.monotonic() - started:.0f} s", flush=True)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        report = {"machine": machine, "tests": tests, "benchmark": rows}
-        (args.out / "gpu_check.json").write_text(json.dumps(report, indent=1))
-        (args.out / "gpu_check.txt").write_text(table(rows) + "\n")
+        report = {"machine": machine, "tests": tests, "benchmark": rows, "gpu_path": path}
+        (args.out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
+        (args.out / "gpu_check.txt").write_text(table(rows) + "\n\n" + path_table + "\n")
     return 0 if tests.get("skipped") or tests.get("returncode") == 0 else 1
+
+
+def path_report(path: dict, machine: dict, repeats: int) -> str:
+    if "rows" not in path:
+        return f"GPU path: {path}"
+    from bench import gpu
+
+    text = gpu.markdown(path, machine, repeats)
+    for name, samples in path.get("churn", {}).items():
+        text += f"\n\n{name} over {samples[-1]['clips']} short clips (RSS MiB, device GPU MiB): " + ", ".join(
+            f"{s['clips']}: {s['rss_mib']:.0f}/{s.get('gpu_used_mib', 0):.0f}" for s in samples
+        )
+    return text
 
 
 if __name__ == "__main__":

@@ -65,6 +65,34 @@ def private_model_cache(tmp_path_factory):
         os.environ["AFFBATCH_CACHE_DIR"] = previous
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fp32_auto():
+    """``auto`` is fp32 in tests (``AFFBATCH_AUTO_PRECISION``), as on a CPU without bf16: the
+    tests compare against float32 references, and they must mean the same on every machine.
+    The per-model choice of ``auto`` (bf16 where the CPU has it) is tested on its own, with
+    the pin removed (tests/engines/test_cpu.py, tests/engines/test_precision_gates.py)."""
+    from engines.autotune import PIN_ENV
+
+    previous = os.environ.get(PIN_ENV)
+    os.environ[PIN_ENV] = "fp32"
+    yield
+    if previous is None:
+        os.environ.pop(PIN_ENV, None)
+    else:
+        os.environ[PIN_ENV] = previous
+
+
+@pytest.fixture(autouse=True)
+def seeded_torch():
+    """Every test starts from the same global torch RNG state, whatever ran before it (tests
+    that build modules or draw tensors without their own seed are then reproducible alone and
+    in any order). Only where torch is imported already: a test that needs no torch loads none."""
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(0)
+
+
 @pytest.fixture(scope="module")
 def vggface_model():
     """``vggface-gru-attn`` with seeded random weights, in eval mode: one per test module."""

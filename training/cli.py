@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from affbatch.cli.support import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CommandLine
+from affbatch.cli.support import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CommandLine, one_line_errors
 from affbatch.errors import AffbatchError, UsageError
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=one_line_errors("affbatch-train"),
 )
 
 CLI = CommandLine("affbatch-train")

@@ -7,6 +7,12 @@ each track at the output rate: a source frame shown in two output frames (30 fps
 slower video) appears twice in its track's sequence, as it did in the paper's 30 fps videos;
 frames where a track's face was not detected are left out of its sequence (the model sees the
 frames the face is in).
+
+A batch of torch tensors (frames on a GPU) stays on its device: the detector pre- and
+post-processes there, all its faces are cropped in one call (``crop_faces_batched``), features
+and windows stay there; boxes come to the host for the tracker and valence/arousal at the end.
+A host batch takes the host path (``crop_faces`` face by face: on the CPU it measured faster than
+the batched crop, 9.1 vs 12.7 ms for 32 faces at 720p on one core).
 """
 
 from __future__ import annotations
@@ -16,8 +22,8 @@ from collections import defaultdict
 import numpy as np
 
 from affbatch.affect.base import CropSink, ModelIdentity
-from affbatch.affect.runners import FrameAffect, SequenceAffect
-from affbatch.faces.crops import crop_faces
+from affbatch.affect.runners import FrameAffect, SequenceAffect, repeat_rows, to_host
+from affbatch.faces.crops import crop_faces, crop_faces_batched
 from affbatch.faces.tracking import FaceTracker
 from affbatch.video.decoders.base import FrameBatch
 from affbatch.video.probe import VideoInfo
@@ -35,19 +41,24 @@ class FaceAffectAnalyzer:
         self.affect = affect
         self.align = align
         if affect is None:
-            model, sha, runtime = "faces", None, "none"
+            model, sha, runtime, precision = "faces", None, "none", "none"
             description = f"faces and tracks only, no affect model; faces: {detector.name}"
         else:
-            model, sha, runtime = affect.identity.name, affect.identity.weights_sha256, affect_runtime(affect)
+            model, sha = affect.identity.name, affect.identity.weights_sha256
+            runtime, precision = engines_used(affect_engines(affect))
             description = f"{affect.identity.description}; faces: {detector.name}"
+        # The detector's engine, not its arguments: on the CPU ``auto`` is decided per model.
+        detector_runtime, detector_precision = engines_used(affect_engines(getattr(detector, "network", None)))
+        detector_runtime = detector_runtime if detector_runtime != "unknown" else detector.runtime
         self.identity = ModelIdentity(
             model=model,
             model_sha256=sha,
             detector=detector.name,
             detector_sha256=detector.weights_sha256,
-            runtime=f"detector: {detector.runtime}, affect: {runtime}",
+            runtime=f"detector: {detector_runtime}, affect: {runtime}",
             device=detector.device,
             description=description,
+            precision=f"detector: {detector_precision}, affect: {precision}",
         )
 
     def start(self, info: VideoInfo, slots: np.ndarray, crop_sink: CropSink | None = None) -> None:
@@ -76,7 +87,8 @@ class FaceAffectAnalyzer:
                 faces_landmarks.append(found.landmarks[j])
         if not faces_frame or (self.affect is None and self.crop_sink is None):
             return
-        crops = crop_faces(
+        crop = crop_faces_batched if batch.is_tensor else crop_faces
+        crops = crop(
             batch.images,
             np.asarray(faces_frame),
             np.asarray(faces_box),
@@ -84,7 +96,7 @@ class FaceAffectAnalyzer:
             align=self.align,
         )
         if self.crop_sink is not None:
-            self.crop_sink(np.arange(first_row, first_row + len(crops), dtype=np.int64), crops)
+            self.crop_sink(np.arange(first_row, first_row + len(crops), dtype=np.int64), to_host(crops))
         if self.affect is None:
             return
         if isinstance(self.affect, FrameAffect):
@@ -95,7 +107,7 @@ class FaceAffectAnalyzer:
             track = self.rows["track"][row]
             stream = self.streams.setdefault(track, self.affect.new_stream())
             repeat = int(self.repeats[self.rows["source"][row]])
-            self.affect.push(stream, np.repeat(features[k : k + 1], repeat, axis=0))
+            self.affect.push(stream, repeat_rows(features[k : k + 1], repeat))
             self.track_order[track].append(row)
 
     def finish(self, slots: np.ndarray) -> dict[str, np.ndarray] | None:
@@ -165,6 +177,18 @@ def _output_frames_by_source(slots: np.ndarray, sources: int) -> list[list[int]]
     return by_source
 
 
-def affect_runtime(affect) -> str:
-    engine = getattr(affect, "engine", None) or getattr(affect, "cnn", None)
-    return getattr(engine, "runtime", "unknown")
+def affect_engines(model) -> list:
+    """The compiled engines a model runs (a FrameAffect's one, a SequenceAffect's two, a detector network's one)."""
+    found = [getattr(model, name, None) for name in ("engine", "cnn", "temporal")]
+    return [e for e in found if e is not None and hasattr(e, "runtime")]
+
+
+def engines_used(found: list) -> tuple[str, str]:
+    """(runtimes, precisions) of ``found``, each distinct value once, in order: ``openvino + onnxruntime``."""
+    if not found:
+        return "unknown", "unknown"
+
+    def distinct(values: list[str]) -> str:
+        return " + ".join(dict.fromkeys(values))
+
+    return distinct([e.runtime for e in found]), distinct([getattr(e, "precision", "fp32") for e in found])

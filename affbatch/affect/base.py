@@ -35,6 +35,8 @@ class ModelIdentity:
     runtime: str
     device: str
     description: str = ""  # one line for the user: which model made the traces
+    #: the arithmetic each model ran in (``detector: bf16, affect: bf16 + fp32``): it changes the traces
+    precision: str = "none"
 
 
 class Analyzer(Protocol):

@@ -8,6 +8,10 @@ Two kinds:
   per-frame CNN runs on every crop as it comes (batched across tracks), and its recurrent part
   runs per track in overlapping windows (``models.vggface_gru_attn.predict_track``'s scheme),
   streamed, so a long video never holds more than a window of features per track.
+
+Crops come as host numpy arrays (ONNX Runtime on the CPU: numpy in, numpy out, no copies) or as
+torch tensors on the frames' device (a GPU batch): then features and windows stay tensors on
+the engine's device, and only valence/arousal come to the host.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from torch import nn
 
 import engines
 from affbatch.faces.crops import CROP_SIZE
+from affbatch.video.decoders.base import is_tensor
 
 
 @dataclass(frozen=True)
@@ -55,14 +60,20 @@ class FrameAffect:
             precision=precision,
         )
 
-    def __call__(self, crops: np.ndarray) -> np.ndarray:
+    def __call__(self, crops) -> np.ndarray:
+        """(K, 3, 96, 96) float32 crops, numpy or a torch tensor -> (K, 2) on the host."""
         if len(crops) == 0:
             return np.zeros((0, 2), np.float32)
+        if is_tensor(crops):
+            return to_host(self.engine(crops)[0])
         return self.engine(np.ascontiguousarray(crops, np.float32))[0]
 
 
 class TemporalOutputs(nn.Module):
     """The recurrent part from a zero state, outputs only: what one window needs."""
+
+    #: Where `--precision auto` may run it in bf16 (engines.autotune; tests/engines/test_precision_gates.py).
+    bf16_runtimes = ("openvino", "torch")
 
     def __init__(self, temporal: nn.Module):
         super().__init__()
@@ -77,7 +88,7 @@ class _TrackStream:
     """Features of one track not yet covered by a finished window, and what was emitted."""
 
     start: int = 0  # track position of features[0]
-    features: list[np.ndarray] = field(default_factory=list)  # (F,) each
+    features: list = field(default_factory=list)  # (F,) each: numpy rows, or tensor rows on the device
     windows_done: int = 0
     outputs: list[np.ndarray] = field(default_factory=list)  # (n, 2) chunks, in track order
 
@@ -131,15 +142,19 @@ class SequenceAffect:
             precision=precision,
         )
 
-    def features(self, crops: np.ndarray) -> np.ndarray:
+    def features(self, crops):
+        """(K, 3, 96, 96) crops -> (K, F) features: numpy for numpy crops, a tensor on the
+        engine's device for tensor crops (they stay there for the windows)."""
         if len(crops) == 0:
             return np.zeros((0, 0), np.float32)
+        if is_tensor(crops):
+            return self.cnn(crops)[0]
         return self.cnn(np.ascontiguousarray(crops, np.float32))[0]
 
     def new_stream(self) -> _TrackStream:
         return _TrackStream()
 
-    def push(self, stream: _TrackStream, features: np.ndarray) -> None:
+    def push(self, stream: _TrackStream, features) -> None:
         """Append a track's next positions' features; run every window that is now complete."""
         stream.features.extend(features)
         while True:
@@ -162,8 +177,13 @@ class SequenceAffect:
         return np.concatenate(stream.outputs) if stream.outputs else np.zeros((0, 2), np.float32)
 
     def _run_window(self, stream: _TrackStream, start: int, stop: int, emit_from: int) -> None:
-        chunk = np.stack(stream.features[start - stream.start : stop - stream.start])[None]
-        out = self.temporal(chunk.astype(np.float32, copy=False))[0][0]
+        rows = stream.features[start - stream.start : stop - stream.start]
+        if is_tensor(rows[0]):
+            import torch
+
+            out = to_host(self.temporal(torch.stack(rows)[None])[0][0])
+        else:
+            out = self.temporal(np.stack(rows)[None].astype(np.float32, copy=False))[0][0]
         stream.outputs.append(out[emit_from - start :])
         stream.windows_done += 1
         # Keep only what the next window needs.
@@ -171,3 +191,13 @@ class SequenceAffect:
         drop = max(0, next_start - stream.start)
         del stream.features[:drop]
         stream.start += drop
+
+
+def to_host(x) -> np.ndarray:
+    """A model output on the host as float32 numpy (valence/arousal: the only values that come back)."""
+    return x.detach().float().cpu().numpy() if is_tensor(x) else np.asarray(x, np.float32)
+
+
+def repeat_rows(x, times: int):
+    """``x`` (1, F) repeated ``times`` along the first axis, numpy or tensor (a view for tensors)."""
+    return x.expand(times, -1) if is_tensor(x) else np.repeat(x, times, axis=0)

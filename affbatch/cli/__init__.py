@@ -1,7 +1,7 @@
 """The ``affbatch`` command line: parses options, builds the library's option objects, calls
 the library, and turns expected errors into one-line messages and exit statuses.
 
-One module per command group (``score``, ``evaluate``, ``plot``, ``info``, ``engines``);
+One module per command group (``score``, ``evaluate``, ``export``, ``plot``, ``info``, ``engines``);
 ``support`` holds what every command shares (``--debug``, exit statuses, error lines),
 ``progress`` the progress display of ``score``.
 
@@ -17,10 +17,11 @@ import typer
 
 from affbatch.cli.engines import engines_app
 from affbatch.cli.evaluate import eval_command
+from affbatch.cli.export import export_command
 from affbatch.cli.info import info_command
 from affbatch.cli.plot import plot_command
 from affbatch.cli.score import score_command
-from affbatch.cli.support import CLI
+from affbatch.cli.support import CLI, OneLineErrors
 
 app = typer.Typer(
     name="affbatch",
@@ -28,6 +29,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=OneLineErrors,
 )
 
 
@@ -40,6 +42,7 @@ def main(
 
 app.command("score")(score_command)
 app.command("eval")(eval_command)
+app.command("export")(export_command)
 app.command("plot")(plot_command)
 app.command("info")(info_command)
 app.add_typer(engines_app, name="engines")

@@ -1,7 +1,8 @@
 """``affbatch engines build|list|clear``: the exported graphs and built engines in the cache.
 
 The cache is ``$AFFBATCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/affbatch``, else ``~/.cache/affbatch``:
-``onnx/`` (graphs, for ONNX Runtime and TensorRT) and ``tensorrt/`` (engines and timing caches).
+``onnx/`` (graphs, for ONNX Runtime, OpenVINO and TensorRT), ``tensorrt/`` (engines and timing
+caches), ``openvino/`` (compiled models) and ``autotune/`` (what ``auto`` measured fastest on this CPU).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ engines_app = typer.Typer(
     no_args_is_help=True,
 )
 
-KIND_HELP = "onnx, tensorrt, timing (TensorRT timing caches) or all."
+KIND_HELP = "onnx, tensorrt, timing (TensorRT timing caches), openvino, autotune (auto's measured choices) or all."
 
 
 def _kinds(kind: str) -> list[str] | None:
@@ -52,6 +53,13 @@ def _what(entry) -> str:
         inputs = ", ".join(f"{n}{tuple(s)}" for n, (s, _) in f.get("inputs", {}).items())
         module = str(f.get("module", "?")).rsplit(".", 1)[-1]
         return f"{module} ({inputs}) opset {f.get('opset', '?')}, torch {f.get('torch', '?')}"
+    if entry.kind == "openvino":
+        return (
+            f"OpenVINO {f.get('openvino', '?')} {f.get('precision', '?')}, {f.get('threads', '?')} threads, "
+            f"on {f.get('cpu', '?')}, onnx {str(f.get('onnx_sha256', '?'))[:12]}"
+        )
+    if entry.kind == "autotune":
+        return f"auto's choice for {f.get('name', '?')}: {' '.join(f.get('choice', ['?']))} ({f.get('cpu', '?')})"
     if entry.kind == "tensorrt":
         maxima = ", ".join(f"{n} max {tuple(s[2])}" for n, s in f.get("profile", {}).items())
         return (
@@ -81,7 +89,10 @@ def build_command(
         str, typer.Option(help="auto (packaged RetinaFace MobileNet-0.25) or a RetinaFace ResNet-50 checkpoint file.")
     ] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    runtime: Annotated[str, typer.Option(help="auto, onnxruntime, torch or tensorrt.")] = "auto",
+    runtime: Annotated[str, typer.Option(help="auto, onnxruntime, openvino (CPU), torch or tensorrt.")] = "auto",
+    precision: Annotated[
+        str, typer.Option(help="auto (per model, the fastest measured here), fp32, bf16 or fp16 (CUDA).")
+    ] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print what was built as JSON.")] = False,
 ) -> None:
     """Export and compile the models `affbatch score` uses with these options, into the cache."""
@@ -90,7 +101,7 @@ def build_command(
     from engines.catalog import entries
 
     try:
-        options = ScoreOptions(model=model, detector=detector, device=device, runtime=runtime)
+        options = ScoreOptions(model=model, detector=detector, device=device, runtime=runtime, precision=precision)
         if model == NO_MODEL:
             raise UsageError("--model none: no models, nothing to build")
         before = {e.path for e in entries()}
@@ -102,10 +113,11 @@ def build_command(
     ident = scorer.analyzer.identity
     seconds = time.monotonic() - started
     if as_json:
-        summary = {"runtime": ident.runtime, "device": ident.device, "seconds": round(seconds, 2)}
+        summary = {"runtime": ident.runtime, "precision": ident.precision, "device": ident.device}
+        summary["seconds"] = round(seconds, 2)
         typer.echo(json.dumps(summary | {"new": [e.to_json() for e in new]}, indent=2))
         return
-    typer.echo(f"models ready in {seconds:.1f} s ({ident.runtime}, on {ident.device})")
+    typer.echo(f"models ready in {seconds:.1f} s ({ident.runtime}; {ident.precision}; on {ident.device})")
     if new:
         typer.echo(render(new))
     else:

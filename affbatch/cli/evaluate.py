@@ -17,13 +17,24 @@ def eval_command(
     labels: Annotated[
         Path, typer.Option("--labels", help="Folder of Aff-Wild2 label files (<video>.txt, <video>_left.txt, ...).")
     ],
+    smooth: Annotated[
+        float | None,
+        typer.Option(
+            "--smooth",
+            help="Also score the traces smoothed per face track over a window of this many seconds "
+            "(centred moving mean; 1 is the labels' own filter span), next to the raw scores.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
 ) -> None:
     """CCC of valence and arousal against labels, per video and over all frames (challenge protocol)."""
     from affbatch.evaluation.evaluate import evaluate
+    from affbatch.output.smoothing import Smoothing
 
     try:
-        result = evaluate(traces, labels)
+        smoothing = Smoothing(smooth) if smooth is not None else None
+        result = evaluate(traces, labels, smoothing)
     except AffbatchError as exc:
         raise CLI.fail(exc) from None
     if as_json:
@@ -36,6 +47,12 @@ def render_eval(result) -> str:
     from affbatch.evaluation.evaluate import render_scores
 
     lines = render_scores(result.videos, result.overall)
+    if result.smoothed is not None:
+        s = result.smoothed.overall
+        window = result.smoothing["window_s"]
+        lines += ["", f"smoothed ({result.smoothing['method']}, window {window:g} s):"]
+        lines += render_scores(result.smoothed.videos, s)
+        lines.append(f"ALL: raw mean CCC {_f(result.overall.mean)}, smoothed {_f(s.mean)}")
     o = result.overall
     if o.missing:
         lines.append(
@@ -49,3 +66,7 @@ def render_eval(result) -> str:
             f"labels without traces ({len(result.labels_without_traces)}): " + ", ".join(result.labels_without_traces)
         )
     return "\n".join(lines)
+
+
+def _f(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"

@@ -13,6 +13,8 @@ import typer
 import affbatch
 import engines
 from affbatch.video import decoders
+from engines.cpuinfo import describe as describe_cpu
+from engines.cpuinfo import summary as cpu_summary
 
 
 def _version(dist: str) -> str | None:
@@ -68,6 +70,8 @@ def gather() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
+        # model, AMX/AVX512-BF16/VNNI/AVX2 flags, whether bf16 runs in hardware, the runtimes' own reports
+        "cpu": cpu_summary(),
         "versions": {
             "av": av.__version__,
             "ffmpeg (in av)": str(av.ffmpeg_version_info),
@@ -77,13 +81,15 @@ def gather() -> dict:
             "cuda (torch)": torch.version.cuda,
             "onnx": _version("onnx"),
             "onnxruntime": _version("onnxruntime"),
+            "openvino": _version("openvino"),
             "tensorrt": tensorrt_version(),
             # read from its metadata only: importing it without TensorRT's libraries raises
             "torch-tensorrt (unused)": _version("torch-tensorrt") or _version("torch_tensorrt"),
         },
         "devices": {"cpu": None, "cuda": cuda_unavailable()},
         "gpus": _gpus(),
-        "decoders": decoders.availability(),
+        # what each decoder can do on the best device here (nvcodec needs a GPU)
+        "decoders": decoders.availability("cuda" if cuda_unavailable() is None else "cpu"),
         # {runtime: {device kind: None if it runs there, else why not}}
         "runtimes": engines.availability(),
         "auto": _auto(),
@@ -96,6 +102,7 @@ def render(info: dict) -> str:
         return "available" if why is None else why
 
     lines = [f"affbatch {info['affbatch']} on Python {info['python']}, {info['platform']}, {info['cpus']} CPUs"]
+    lines.append(f"cpu: {describe_cpu(info['cpu'])}")
     lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v))
     lines.append("devices:")
     lines += [f"  {k}: {status(v)}" for k, v in info["devices"].items()]
@@ -110,7 +117,12 @@ def render(info: dict) -> str:
         else:
             lines.append(f"  {name}: " + "; ".join(f"{d}: {status(w)}" for d, w in per_device.items()))
     auto = info["auto"]
-    picked = f"{auto['runtime']} on {auto['device']}" if auto["runtime"] else f"nothing runs ({auto['why']})"
+    if not auto["runtime"]:
+        picked = f"nothing runs ({auto['why']})"
+    elif "auto" in (auto["runtime"], auto["precision"]):
+        picked = f"on {auto['device']}, per model the fastest runtime x precision measured here (bf16 in hardware)"
+    else:
+        picked = f"{auto['runtime']} on {auto['device']} ({auto['precision']})"
     lines.append(f"auto: {picked}")
     cache = info["cache"]
     counts = ", ".join(f"{n} {kind}" for kind, n in cache["entries"].items())

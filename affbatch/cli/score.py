@@ -14,7 +14,10 @@ from affbatch.errors import AffbatchError
 
 def score_command(
     paths: Annotated[
-        list[Path], typer.Argument(help="Video files and folders (searched recursively).", show_default=False)
+        # Not checked here (readable=False): a file that is missing or cannot be read fails alone,
+        # as a row of the manifest, as the same file found in a folder does.
+        list[Path],
+        typer.Argument(help="Video files and folders (searched recursively).", show_default=False, readable=False),
     ],
     out: Annotated[Path, typer.Option("--out", help="Traces file to write (Arrow IPC), e.g. traces.arrow.")],
     fps: Annotated[
@@ -27,8 +30,21 @@ def score_command(
         ),
     ] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    runtime: Annotated[str, typer.Option(help="auto, onnxruntime, torch or tensorrt.")] = "auto",
-    decoder: Annotated[str, typer.Option(help="auto, pyav or dali.")] = "auto",
+    runtime: Annotated[str, typer.Option(help="auto, onnxruntime, openvino (CPU), torch or tensorrt.")] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="auto (per model, the fastest measured whose accuracy is tested: bf16 on CPUs with AMX/AVX512-BF16, "
+            "else fp32), fp32, bf16 or fp16 (CUDA)."
+        ),
+    ] = "auto",
+    decoder: Annotated[
+        str,
+        typer.Option(
+            help="auto (on a GPU: nvcodec or dali, with pyav for files they cannot take; else pyav), pyav, dali "
+            "or nvcodec."
+        ),
+    ] = "auto",
     detector: Annotated[
         str, typer.Option(help="auto (packaged RetinaFace MobileNet-0.25) or a RetinaFace ResNet-50 checkpoint file.")
     ] = "auto",
@@ -65,6 +81,7 @@ def score_command(
             model=model,
             device=device,
             runtime=runtime,
+            precision=precision,
             decoder=decoder,
             detector=detector,
             batch_size=batch_size,

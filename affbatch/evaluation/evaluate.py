@@ -18,11 +18,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from affbatch.evaluation.labels import LabelFile, read_label_dir
+from affbatch.evaluation.labels import LabelFile, read_label_dir, split_person
 from affbatch.evaluation.metrics import ccc
+from affbatch.output.smoothing import Smoothing, smooth_table
 from affbatch.output.traces import manifest_path, read_table, read_traces
 
 NEEDED_COLUMNS = ("video", "source_frame", "track", "x1", "x2", "valence", "arousal")
+#: What ``--smooth`` needs besides: the output frame and its time (the frame rate).
+SMOOTH_COLUMNS = ("frame", "time_s")
 
 
 @dataclass
@@ -54,14 +57,21 @@ class Evaluation:
     videos: dict[str, dict] = field(default_factory=dict)  # label name -> scores + match
     unlabelled_videos: list[str] = field(default_factory=list)
     labels_without_traces: list[str] = field(default_factory=list)
+    #: With ``--smooth``: the same evaluation of the smoothed traces, and the smoothing's metadata.
+    smoothed: Evaluation | None = None
+    smoothing: dict | None = None
 
     def to_json(self) -> dict:
-        return {
+        out = {
             **self.overall.to_json(),
             "videos": self.videos,
             "unlabelled_videos": self.unlabelled_videos,
             "labels_without_traces": self.labels_without_traces,
         }
+        if self.smoothed is not None:
+            smoothed = self.smoothed
+            out["smoothed"] = {"smoothing": self.smoothing, **smoothed.overall.to_json(), "videos": smoothed.videos}
+        return out
 
 
 def scores_of(v_true: np.ndarray, v_pred: np.ndarray, a_true: np.ndarray, a_pred: np.ndarray, missing: int) -> Scores:
@@ -90,32 +100,37 @@ def render_scores(rows: dict[str, dict], overall: Scores) -> list[str]:
     return lines
 
 
-def evaluate(traces_path: Path, labels_dir: Path) -> Evaluation:
+def evaluate(traces_path: Path, labels_dir: Path, smoothing: Smoothing | None = None) -> Evaluation:
+    """Scores of the traces against the label files of ``labels_dir``; with ``smoothing``, also
+    those of the smoothed traces (``Evaluation.smoothed``), matched to the same tracks."""
     traces_path = Path(traces_path)
-    table = _read_traces(traces_path)
+    needed = NEEDED_COLUMNS + (SMOOTH_COLUMNS if smoothing is not None else ())
+    table = read_traces(traces_path, needed).select(list(needed))
     labels = read_label_dir(labels_dir)
-    widths = _manifest_widths(traces_path)
+    widths = manifest_widths(traces_path)
+    evaluation = evaluate_table(table, labels, widths)
+    if smoothing is not None:
+        evaluation.smoothed = evaluate_table(smooth_table(table, smoothing), labels, widths)
+        evaluation.smoothing = smoothing.metadata()
+    return evaluation
 
-    by_video = _split_by_video(table)
-    stems: dict[str, list[str]] = {}
-    for name in by_video:
-        stems.setdefault(Path(name).stem, []).append(name)
+
+def evaluate_table(table: pa.Table, labels: dict[str, list[LabelFile]], widths: dict[str, int]) -> Evaluation:
+    """``evaluate`` on traces in memory: ``labels`` as ``read_label_dir`` gives them, ``widths``
+    of the videos' frames (``manifest_widths``)."""
+    by_video = split_by_video(table)
+    stems = video_stems(by_video)
 
     parts: list[tuple[np.ndarray, ...]] = []
     total_missing = 0
     evaluation = Evaluation(overall=Scores(None, None, 0, 0))
     matched_videos: set[str] = set()
-    for stem, files in sorted(labels.items()):
+    for _, files in sorted(labels.items()):
         for label in files:
-            video_stem, person = stem, label.person
-            if label.name in stems:  # a video whose own name ends in _left/_right
-                video_stem, person = label.name, None
-            names = stems.get(video_stem, [])
-            if len(names) != 1:
-                why = "no traces" if not names else f"ambiguous: {len(names)} videos named {video_stem}"
+            name, person, why = label_target(label.name, stems)
+            if name is None:
                 evaluation.labels_without_traces.append(f"{label.name} ({why})")
                 continue
-            name = names[0]
             matched_videos.add(name)
             rows = by_video[name]
             track = pick_track(rows, person, widths.get(name))
@@ -131,11 +146,33 @@ def evaluate(traces_path: Path, labels_dir: Path) -> Evaluation:
     return evaluation
 
 
-def _read_traces(path: Path) -> pa.Table:
-    return read_traces(path, NEEDED_COLUMNS).select(list(NEEDED_COLUMNS))
+def video_stems(videos) -> dict[str, list[str]]:
+    """Video names (the traces' ``video`` column) grouped by their file stem."""
+    stems: dict[str, list[str]] = {}
+    for name in videos:
+        stems.setdefault(Path(name).stem, []).append(name)
+    return stems
 
 
-def _manifest_widths(traces_path: Path) -> dict[str, int]:
+def label_target(label_name: str, stems: dict[str, list[str]]) -> tuple[str | None, str | None, str]:
+    """The video and person a label file named ``label_name`` (its stem: ``x``, ``x_left``)
+    is matched to: (video, None or "left"/"right", "") or (None, person, why not).
+
+    ``stems``: from ``video_stems``. A video whose own name ends in _left/_right takes a label
+    file of its exact name as a plain one. Public because ``affbatch export`` names its files
+    by this same rule.
+    """
+    video_stem, person = split_person(label_name)
+    if label_name in stems:  # a video whose own name ends in _left/_right
+        video_stem, person = label_name, None
+    names = stems.get(video_stem, [])
+    if len(names) != 1:
+        return None, person, "no traces" if not names else f"ambiguous: {len(names)} videos named {video_stem}"
+    return names[0], person, ""
+
+
+def manifest_widths(traces_path: Path) -> dict[str, int]:
+    """The frame width of each video from the manifest next to the traces ({} without one)."""
     try:
         manifest = read_table(manifest_path(traces_path))
     except (OSError, pa.ArrowInvalid):
@@ -145,8 +182,10 @@ def _manifest_widths(traces_path: Path) -> dict[str, int]:
     return {v: w for v, w in zip(manifest["video"].to_pylist(), manifest["width"].to_pylist(), strict=True) if w}
 
 
-def _split_by_video(table: pa.Table) -> dict[str, dict[str, np.ndarray]]:
-    """Columns of each video's rows as NumPy arrays (NaN / -1 for nulls)."""
+def split_by_video(table: pa.Table) -> dict[str, dict[str, np.ndarray]]:
+    """Columns of each video's rows as NumPy arrays (NaN / -1 for nulls): ``source_frame``,
+    ``track``, ``x1``, ``x2``, ``valence``, ``arousal``. Public because ``affbatch export`` picks
+    tracks from the same arrays as eval."""
     encoded = pc.dictionary_encode(table["video"]).combine_chunks()
     codes = encoded.indices.to_numpy(zero_copy_only=False)
     names = encoded.dictionary.to_pylist()
@@ -156,6 +195,8 @@ def _split_by_video(table: pa.Table) -> dict[str, dict[str, np.ndarray]]:
         "source_frame": table["source_frame"].to_numpy(),
         "track": pc.fill_null(table["track"], -1).to_numpy(),
     }
+    if "frame" in table.column_names:
+        cols["frame"] = table["frame"].to_numpy()
     for c in ("x1", "x2", "valence", "arousal"):
         cols[c] = pc.fill_null(table[c].cast(pa.float64()), float("nan")).to_numpy()
     return {name: {c: v[order[bounds[i] : bounds[i + 1]]] for c, v in cols.items()} for i, name in enumerate(names)}
@@ -187,7 +228,16 @@ def pick_track(rows: dict[str, np.ndarray], person: str | None, width: int | Non
 def _join(label: LabelFile, rows: dict[str, np.ndarray], track: int | None):
     """Valid labelled frames and the predictions of ``track`` there (averaged per source frame)."""
     valid = label.valid()
-    n = len(label.valence)
+    valence, arousal, counts = per_source_frame(rows, track, len(label.valence))
+    have = valid[counts[valid] > 0]
+    missing = len(valid) - len(have)
+    return label.valence[have], valence[have], label.arousal[have], arousal[have], missing
+
+
+def per_source_frame(rows: dict[str, np.ndarray], track: int | None, n: int):
+    """The predictions of ``track`` on source frames 0..n-1: (valence, arousal, count), float64
+    means over the output frames showing each source frame (NaN where ``count`` is 0). Public
+    because ``affbatch export`` writes per source frame exactly what eval scores."""
     sums_v = np.zeros(n)
     sums_a = np.zeros(n)
     counts = np.zeros(n, np.int64)
@@ -200,12 +250,5 @@ def _join(label: LabelFile, rows: dict[str, np.ndarray], track: int | None):
         np.add.at(sums_v, src, rows["valence"][pick][inside])
         np.add.at(sums_a, src, rows["arousal"][pick][inside])
         np.add.at(counts, src, 1)
-    have = valid[counts[valid] > 0]
-    missing = len(valid) - len(have)
-    return (
-        label.valence[have],
-        sums_v[have] / counts[have],
-        label.arousal[have],
-        sums_a[have] / counts[have],
-        missing,
-    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums_v / counts, sums_a / counts, counts

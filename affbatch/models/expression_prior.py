@@ -199,6 +199,10 @@ class ExpressionPrior(nn.Module):
     (valence/arousal (N, 2), probabilities (N, 7) in CLASSES order).
     """
 
+    #: Where `--precision auto` may run it in bf16 (engines.autotune): on the same crops, within
+    #: 0.012 of fp32 in both (tests/engines/test_precision_gates.py).
+    bf16_runtimes = ("openvino", "torch")
+
     def __init__(self, return_probs: bool = False) -> None:
         super().__init__()
         self.return_probs = return_probs

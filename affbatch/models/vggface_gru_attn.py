@@ -100,6 +100,9 @@ class AffectState(NamedTuple):
 class VGGFaceFC6(nn.Module):
     """VGG-16 trunk and fc6: (N, 3, 96, 96) in [-1, 1] -> (N, 4096), after ReLU and dropout."""
 
+    #: Where `--precision auto` may run it in bf16 (engines.autotune; tests/engines/test_precision_gates.py).
+    bf16_runtimes = ("openvino", "torch")
+
     def __init__(self, fc6_units: int = FC6_UNITS, dropout: float = FC6_DROPOUT, crop_size: int = CROP_SIZE):
         super().__init__()
         layers: list[nn.Module] = []

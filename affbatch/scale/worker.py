@@ -41,7 +41,7 @@ def limit_cpus(cores: tuple[int, ...] | None, threads: int | None) -> None:
 
     Pinning keeps two workers on two cores from trading caches and time slices; FFmpeg's
     automatic thread count and libgomp's (torch) follow the pinned set. ONNX Runtime reads
-    ``AFFBATCH_THREADS`` (engines.onnxruntime_engine), OpenMP ``OMP_NUM_THREADS``.
+    ``AFFBATCH_THREADS`` (engines.cpuinfo.threads: ONNX Runtime, OpenVINO), OpenMP ``OMP_NUM_THREADS``.
     """
     if cores and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cores)

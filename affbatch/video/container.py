@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from affbatch.video.mp4_index import MAX_INDEX_BYTES, sample_extent
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -27,6 +29,11 @@ class Layout:
     declared: int | None = None  # bytes the structure announces
     cut: str | None = None  # the element the file ends inside
     has_index: bool = True  # MP4: a 'moov' box (the index of every frame) is present
+    frames_listed: int = 0  # MP4: video frames its index lists (0: not known)
+    frames_cut: int = 0  # MP4: of them, how many have data past the end of the file
+    #: Matroska: where the last block of the last cluster starts. A demuxer that returned a
+    #: packet from there has read all the data, whatever duration a header claims.
+    last_block: int | None = None
 
     @property
     def truncated(self) -> bool:
@@ -45,6 +52,10 @@ class Layout:
             parts.append(
                 f"the file has {self.size} of the {self.declared} bytes its {self.kind} structure announces{inside}"
             )
+            if self.frames_cut:
+                parts.append(
+                    f"the data of {self.frames_cut} of the {self.frames_listed} frames its index lists is cut off"
+                )
         if not self.has_index:
             parts.append("it has no 'moov' box, the index of the frames that MP4 writers add when they finish")
         return "; ".join(parts)
@@ -64,7 +75,7 @@ def container_layout(path: Path) -> Layout:
             size = os.fstat(f.fileno()).st_size
             head = f.read(4096)
             if head[:4] == _EBML_MAGIC:
-                return _matroska_layout(head, size)
+                return _matroska_layout(f, head, size)
             if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
                 riff = int.from_bytes(head[4:8], "little")
                 return Layout("AVI", size, 8 + riff + (riff & 1))
@@ -76,9 +87,12 @@ def container_layout(path: Path) -> Layout:
 
 
 def _mp4_layout(f, size: int) -> Layout:
-    """Walk the top-level boxes; stop (structure unknown) at anything that is not a box."""
+    """Walk the top-level boxes; stop (structure unknown) at anything that is not a box. A whole
+    'moov' also tells where the frames' data ends (``mp4_index``): a file cut after its index
+    may end before the next box's header, where the boxes alone look complete."""
     pos = 0
     boxes: set[bytes] = set()
+    extent = None
     while pos + 8 <= size:
         f.seek(pos)
         head = f.read(16)
@@ -88,20 +102,42 @@ def _mp4_layout(f, size: int) -> Layout:
         boxes.add(kind)
         header = 8
         if box_size == 0:  # the last box, to the end of the file
-            break
-        if box_size == 1:  # a 64-bit size follows the type
+            box_size = size - pos
+        elif box_size == 1:  # a 64-bit size follows the type
             if len(head) < 16:
-                return Layout("MP4", size, pos + 16, cut=kind.decode("ascii"), has_index=b"moov" in boxes)
+                return _mp4_cut(size, pos + 16, kind, boxes, extent)
             box_size, header = int.from_bytes(head[8:16], "big"), 16
         if box_size < header:
             return Layout("MP4", size)
         if pos + box_size > size:
-            return Layout("MP4", size, pos + box_size, cut=kind.decode("ascii"), has_index=b"moov" in boxes)
+            return _mp4_cut(size, pos + box_size, kind, boxes, extent)
+        if kind == b"moov" and extent is None and box_size - header <= MAX_INDEX_BYTES:
+            f.seek(pos + header)
+            extent = sample_extent(f.read(box_size - header), size)
         pos += box_size
-    return Layout("MP4", size, size, has_index=b"moov" in boxes or b"moof" in boxes)
+    return _mp4_cut(size, size, None, boxes, extent)
 
 
-def _matroska_layout(head: bytes, size: int) -> Layout:
+def _mp4_cut(size: int, declared: int, kind: bytes | None, boxes: set[bytes], extent) -> Layout:
+    """The layout of an MP4 whose top-level boxes announce ``declared`` bytes, ending inside
+    box ``kind`` (None: not inside any), and whose index places its frames' data by ``extent``."""
+    listed = cut_frames = 0
+    if extent is not None:
+        listed, cut_frames = extent.video_samples, extent.video_missing
+        if extent.data_end > declared:
+            declared, kind = extent.data_end, kind or b"mdat"
+    return Layout(
+        "MP4",
+        size,
+        declared,
+        cut=kind.decode("ascii") if kind and declared > size else None,
+        has_index=bool(boxes & {b"moov", b"moof"}),
+        frames_listed=listed,
+        frames_cut=cut_frames,
+    )
+
+
+def _matroska_layout(f, head: bytes, size: int) -> Layout:
     """The EBML header, then the Segment: its size says where the file ends."""
     pos = 4
     header_size, pos, _ = _ebml_vint(head, pos)
@@ -110,9 +146,44 @@ def _matroska_layout(head: bytes, size: int) -> Layout:
     if element != _MATROSKA_SEGMENT:
         return Layout("Matroska", size)
     segment_size, pos, unknown = _ebml_vint(head, pos)
+    end = size if unknown else min(pos + segment_size, size)
+    last_block = _last_child(f, _last_child(f, (pos, end), _MATROSKA_CLUSTER), _MATROSKA_BLOCKS, start=True)
     if unknown:  # streamed: the writer did not know the size
-        return Layout("Matroska", size)
-    return Layout("Matroska", size, pos + segment_size)
+        return Layout("Matroska", size, last_block=last_block)
+    return Layout("Matroska", size, pos + segment_size, last_block=last_block)
+
+
+_MATROSKA_CLUSTER = frozenset({0x1F43B675})
+_MATROSKA_BLOCKS = frozenset({0xA3, 0xA0})  # SimpleBlock, BlockGroup
+
+#: Elements walked at most when looking for the last cluster (a few per minute of video).
+_MAX_ELEMENTS = 1_000_000
+
+
+def _last_child(f, span, ids: frozenset[int], start: bool = False):
+    """Walk the EBML elements in ``span`` (start, end): the (data start, end) of the last one
+    whose ID is in ``ids``, or with ``start`` the position of its ID. None where the walk
+    breaks (an element of unknown size, damaged structure) or finds none."""
+    if span is None:
+        return None
+    pos, end = span
+    found = None
+    for _ in range(_MAX_ELEMENTS):
+        if pos >= end:
+            return found
+        f.seek(pos)
+        head = f.read(16)
+        try:
+            element, data, _ = _ebml_vint(head, 0, keep_marker=True)
+            length, data, unknown = _ebml_vint(head, data)
+        except (ValueError, IndexError):
+            return None
+        if unknown or pos + data + length > end:
+            return None
+        if element in ids:
+            found = pos if start else (pos + data, pos + data + length)
+        pos += data + length
+    return None
 
 
 def _ebml_vint(data: bytes, pos: int, keep_marker: bool = False) -> tuple[int, int, bool]:

@@ -144,8 +144,10 @@ def select_frames(info: VideoInfo, fps: FpsMode) -> tuple[np.ndarray, np.ndarray
         return np.arange(info.frames, dtype=np.int64), info.times_s()
     slots = fps_filter_slots(info.pts + info.offset, info.time_base, info.eof_pts, PAPER_FPS)
     if len(slots) > MAX_OUTPUT_FRAMES:
+        hours = len(slots) / float(PAPER_FPS) / 3600
+        jump = f"they jump {info.largest_jump}, " if info.largest_jump else ""
         raise VideoError(
-            f"{info.path}: timestamps span {len(slots) / float(PAPER_FPS) / 3600:.0f} h for "
-            f"{info.frames} frames: broken timestamps"
+            f"{info.path}: broken timestamps: {jump}which would make {hours:.0f} h of output "
+            f"at {PAPER_FPS} fps for {info.frames} frames"
         )
     return slots, np.arange(len(slots), dtype=np.float64) / float(PAPER_FPS)

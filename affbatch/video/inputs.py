@@ -115,15 +115,16 @@ def is_video_file(path: Path) -> bool:
         with av.open(str(path), metadata_errors="ignore") as container:
             return (
                 any(not s.disposition & av.stream.Disposition.attached_pic for s in container.streams.video)
-                and container.format.name not in _IMAGE_FORMATS
+                and container.format.name not in IMAGE_FORMATS
             )
     except (av.error.FFmpegError, OSError, UnicodeDecodeError):
         log.debug("skipping %s: not a video", path)
         return False
 
 
-#: FFmpeg opens still images as one-frame "videos"; a folder's pictures are not videos.
-_IMAGE_FORMATS = frozenset(
+#: FFmpeg opens still images as one-frame "videos": pictures are not videos, in a folder (skipped)
+#: or named on the command line (failed, "an image, not a video"; see ``probe``).
+IMAGE_FORMATS = frozenset(
     "image2 png_pipe jpeg_pipe bmp_pipe gif gif_pipe tiff_pipe webp_pipe svg_pipe ppm_pipe "
     "pgm_pipe pam_pipe qoi_pipe jpegxl_pipe".split()
 )

@@ -20,7 +20,15 @@ import numpy as np
 
 from affbatch.errors import NoVideoStream, TruncatedVideo, VideoOpenFailure
 from affbatch.video.container import Layout, container_layout
-from affbatch.video.framerate import end_pts, ffmpeg_input_offset, file_start_us
+from affbatch.video.discont import describe_jump, first_segment_start, stitch
+from affbatch.video.framerate import (
+    AV_TIME_BASE,
+    end_pts,
+    ffmpeg_input_offset,
+    file_start_us,
+    rescale_near_inf,
+)
+from affbatch.video.inputs import IMAGE_FORMATS
 
 #: How many packets may be fed to the decoder before the first frame must have come out.
 #: Generous: frame-threaded decoders and long open GOPs hold frames back.
@@ -28,6 +36,12 @@ FIRST_FRAME_PACKETS = 256
 
 #: libavformat's AVFMT_TS_DISCONT: the format allows timestamp discontinuities (MPEG-TS, MPEG-PS).
 TS_DISCONT = 0x200
+#: Decoders that output the frames of packets an edit list discards, in ffmpeg 5.1: those on
+#: libavcodec's receive_frame API, which skips the check of AV_FRAME_FLAG_DISCARD that the
+#: others go through (seen with MJPEG in MOV against Debian's ffmpeg).
+DECODERS_KEEPING_DISCARDED = frozenset({"mjpeg"})
+#: Timestamp bits of MPEG-TS/PS (90 kHz): they wrap after 26.5 h.
+PTS_WRAP_BITS = 33
 
 #: A stream that ends this much before the duration its header announces is incomplete
 #: (when the file's own structure cannot tell whether it was cut short; see ``Layout``).
@@ -55,9 +69,12 @@ class VideoInfo:
     duration_s: float
     time_base: Fraction
     stream_index: int
-    pts: np.ndarray = field(repr=False)  # int64 (n,), ascending, as stored in the file
-    offset: int  # what ffmpeg adds to every pts (minus the file's start time)
+    pts: np.ndarray = field(repr=False)  # int64 (n,), as stored in the file
+    #: What ffmpeg adds to every pts (minus the file's start time), or to each (int64 (n,)) where
+    #: it stitches timestamp discontinuities (see ``discont``). ``pts + offset`` ascends.
+    offset: int | np.ndarray
     eof_pts: int  # ffmpeg's end-of-stream timestamp, offset applied
+    largest_jump: str = ""  # the largest timestamp jump between packets in file order, in words
 
     @property
     def frames(self) -> int:
@@ -65,7 +82,8 @@ class VideoInfo:
 
     def times_s(self) -> np.ndarray:
         """Seconds from the first frame to each source frame (float64)."""
-        return (self.pts - self.pts[0]).astype(np.float64) * float(self.time_base)
+        timeline = self.pts + self.offset
+        return (timeline - timeline[0]).astype(np.float64) * float(self.time_base)
 
 
 def check_file(path: Path) -> None:
@@ -128,6 +146,8 @@ def probe(path: Path) -> VideoInfo:
     """
     path = Path(path)
     with open_container(path) as container:
+        if container.format.name in IMAGE_FORMATS:
+            raise VideoOpenFailure(f"{path}: an image ({_image_kind(container)}), not a video")
         layout = container_layout(path)
         try:
             stream = video_stream(container, path)
@@ -143,11 +163,14 @@ def probe(path: Path) -> VideoInfo:
         codec = ctx.name
         stream_index = stream.index
         time_base = stream.time_base or Fraction(1, 90000)
-        average_rate = stream.average_rate or stream.guessed_rate
+        stream_rate = stream.average_rate
+        average_rate = stream_rate or stream.guessed_rate
         declared_frames = stream.frames
         declared_end = _declared_duration_s(stream)
+        stream_duration = stream.duration
 
         stamps: list[int] = []
+        decode_stamps: list[int | None] = []  # dts, for stitching discontinuities
         durations: list[int] = []
         # First timestamp of every stream, audio included: ffmpeg shifts all of them by the
         # earliest (see framerate.file_start_us).
@@ -156,17 +179,22 @@ def probe(path: Path) -> VideoInfo:
         # timestamp discontinuities) only the video stream's own start counts, and in MP4/MOV
         # an edit list that starts inside the first audio packet (AAC priming) starts the audio
         # at zero, not at that packet's negative pts.
-        other_streams_count = not container.format.flags & TS_DISCONT
+        discontinuous = bool(container.format.flags & TS_DISCONT)
+        other_streams_count = not discontinuous
         is_mov = "mov" in container.format.name.split(",")
         reordered = False
         untimed: list[int] = []  # durations of packets without any timestamp
         first_frame = None
         fed = 0
         corrupt = 0
+        held = 0  # video packets the container holds, those an edit list discards included
+        data_end = -1  # the furthest position a packet of any stream was read from
         try:
             for packet in container.demux():
                 if packet.size == 0:  # the flush packet at end of stream
                     continue
+                if packet.pos is not None and packet.pos > data_end:
+                    data_end = packet.pos
                 ts = packet.pts if packet.pts is not None else packet.dts
                 if packet.stream_index != stream_index:
                     if ts is not None and not packet.is_discard and other_streams_count:
@@ -175,15 +203,19 @@ def probe(path: Path) -> VideoInfo:
                 if first_frame is None and fed < FIRST_FRAME_PACKETS:
                     fed += 1
                     first_frame = _first(ctx, packet)
-                # A packet an edit list discards is decoded but yields no frame.
-                if packet.is_discard:
+                held += 1
+                # A packet an edit list discards is decoded but yields no frame (except with the
+                # decoders that keep it, see DECODERS_KEEPING_DISCARDED).
+                if packet.is_discard and codec not in DECODERS_KEEPING_DISCARDED:
                     continue
                 if ts is None:
                     untimed.append(packet.duration or 0)
                     continue
-                _note_start(starts, packet, ts)
+                if not packet.is_discard:  # the file's start time counts the frames it shows
+                    _note_start(starts, packet, ts)
                 reordered = reordered or (packet.dts is not None and packet.dts != ts)
                 stamps.append(ts)
+                decode_stamps.append(packet.dts)
                 durations.append(packet.duration or 0)
                 corrupt += packet.is_corrupt  # partly read: its data runs past the end of the file
         except av.error.FFmpegError as exc:
@@ -194,11 +226,15 @@ def probe(path: Path) -> VideoInfo:
             ) from None
         if not stamps and untimed:
             stamps, durations = _count_timestamps(untimed, time_base, average_rate)
+            decode_stamps = list(stamps)
         if not stamps:
             if layout.describe():
                 raise TruncatedVideo(f"{path}: truncated: no frame is left; {layout.describe()}")
             raise VideoOpenFailure(f"{path}: the video stream has no frames")
-        _check_complete(path, layout, stamps, durations, time_base, average_rate, declared_frames, declared_end)
+        if not _read_all_data(layout, data_end):
+            _check_complete(
+                path, layout, stamps, held, durations, time_base, average_rate, declared_frames, declared_end
+            )
         if corrupt and layout.truncated:
             raise TruncatedVideo(
                 f"{path}: truncated: the data of {corrupt} of its {len(stamps)} frames is cut off ({layout.describe()})"
@@ -215,22 +251,33 @@ def probe(path: Path) -> VideoInfo:
         w, h = first_frame.width, first_frame.height
         # The rate the decoder found in the bitstream (H.264's VUI timing, for instance), which
         # ffmpeg uses for the duration of a last packet that has none.
-        decoder_rate = ctx.framerate or average_rate
+        # ffmpeg 5.1 starts the decoder at the stream's average rate (``avg_frame_rate``; none
+        # when libavformat cannot tell), not at the rate it guesses from the first timestamps.
+        decoder_rate = ctx.framerate or stream_rate
 
-    order = np.argsort(np.asarray(stamps, np.int64), kind="stable")
-    pts = np.asarray(stamps, np.int64)[order]
+    frame_us = 1_000_000 * decoder_rate.denominator // decoder_rate.numerator if decoder_rate else 0
+    raw = np.asarray(stamps, np.int64)
+    if discontinuous:
+        start = first_segment_start(stamps, decode_stamps, durations, time_base, frame_us)
+        start_us = rescale_near_inf(start, time_base, AV_TIME_BASE)
+        shift = stitch(stamps, decode_stamps, durations, time_base, start_us, frame_us).shift
+    else:
+        shift = np.full(len(raw), ffmpeg_input_offset(file_start_us(starts.values()), time_base), np.int64)
+    order = np.argsort(raw + shift, kind="stable")
+    pts, offsets = raw[order], shift[order]
+    offset = int(offsets[0]) if np.all(offsets == offsets[0]) else offsets
+    timeline = pts + offsets
     last = int(order[-1])
-    span_s = float((pts[-1] - pts[0]) * time_base)
+    span_s = float((timeline[-1] - timeline[0]) * time_base)
     frame_s = float(1 / average_rate) if average_rate else 0.0
 
-    offset = ffmpeg_input_offset(file_start_us(starts.values()), time_base)
     if rotation in (90, 270):
         w, h = h, w
     duration_s = span_s + (float(durations[last] * time_base) if durations[last] else frame_s)
     # Frames per second of the video as a viewer counts them: frames over their span plus one
     # typical frame. Exact for constant rates (where the header's average can be skewed by the
     # last packet's duration), the average for variable ones.
-    typical_s = float(np.median(np.diff(pts))) * float(time_base) if len(pts) > 1 else frame_s
+    typical_s = float(np.median(np.diff(timeline))) * float(time_base) if len(pts) > 1 else frame_s
     span_with_last = span_s + typical_s
     native_fps = len(pts) / span_with_last if span_with_last > 0 else float(average_rate or 0)
     return VideoInfo(
@@ -246,15 +293,50 @@ def probe(path: Path) -> VideoInfo:
         pts=pts,
         offset=offset,
         eof_pts=end_pts(
-            int(pts[-1]) + offset, _last_frame_duration(durations, is_mov and reordered), time_base, decoder_rate
+            int(timeline[-1]),
+            _last_frame_duration(durations, is_mov, reordered, stream_duration, stamps[-1]),
+            time_base,
+            decoder_rate,
         ),
+        largest_jump=_largest_jump(raw, time_base, discontinuous and time_base == Fraction(1, 90000)),
     )
 
 
-def _check_complete(path, layout: Layout, stamps, durations, time_base, average_rate, declared_frames, declared_end):
+def _largest_jump(raw: np.ndarray, time_base: Fraction, wraps: bool) -> str:
+    """The largest jump between consecutive packets' timestamps in file order, in words, and
+    where it is (seconds after the first frame). MPEG-TS/PS timestamps are 33-bit: libavformat
+    unwraps a jump back as a jump forward by nearly 2**33 ticks (26.5 h), which is undone here."""
+    if len(raw) < 2:
+        return ""
+    steps = np.diff(raw)
+    k = int(np.argmax(np.abs(steps)))
+    step = int(steps[k])
+    if wraps and abs(step) > 1 << (PTS_WRAP_BITS - 1):
+        step -= (1 << PTS_WRAP_BITS) * (1 if step > 0 else -1)
+    at = float((raw[k] - raw[0]) * time_base)
+    return f"{describe_jump(float(step * time_base))} at {at:.2f} s"
+
+
+def _read_all_data(layout: Layout, data_end: int) -> bool:
+    """Demuxing went through all the data the container holds, so that a header claiming more
+    (a duration, a frame count) is wrong about the file, not a sign of missing frames. An MP4
+    index places every sample: the data of each is in the file (the demuxer reads them by the
+    index; its edit list decides which are shown, dropping some, and leaves none unread). A
+    Matroska file has no index of every frame: a packet of its last block was read."""
+    if layout.truncated:
+        return False
+    if layout.frames_listed:
+        return not layout.frames_cut
+    return layout.last_block is not None and data_end >= layout.last_block
+
+
+def _check_complete(
+    path, layout: Layout, stamps, held, durations, time_base, average_rate, declared_frames, declared_end
+):
     """Raise TruncatedVideo when demuxing found fewer frames than the file announces.
 
-    A header's frame count is exact. A header's duration is compared with the end of the last
+    A header's frame count is exact: it counts the packets an edit list discards too
+    (``held``). A header's duration is compared with the end of the last
     frame, with a slack for a last frame whose length the file does not store: a quarter of a
     second (or two frames) where the file's structure is complete, a second where it cannot be
     checked, and 1.5 frames where the file is known to be cut short (a cut that spared every
@@ -276,9 +358,9 @@ def _check_complete(path, layout: Layout, stamps, durations, time_base, average_
     # skips) is reached by the timeline, not by the packets; but not in a file known to be cut,
     # where the missing packets may be reordered frames from inside the timeline (B-frames).
     reached = frame_s and end_s >= declared_frames * frame_s - slack
-    if declared_frames and n < declared_frames and (layout.truncated or not reached):
+    if declared_frames and held < declared_frames and (layout.truncated or not reached):
         raise TruncatedVideo(
-            f"{path}: {damage}: {n} of the {declared_frames} frames its header lists are readable{why}"
+            f"{path}: {damage}: {held} of the {declared_frames} frames its header lists are readable{why}"
         )
     if declared_end:
         if end_s < declared_end - slack:
@@ -304,16 +386,25 @@ def _why(layout: Layout) -> str:
     return " (the file is complete: its data is damaged)" if layout.complete else ""
 
 
-def _last_frame_duration(durations: list[int], mov_reordered: bool) -> int:
+def _last_frame_duration(durations: list[int], is_mov: bool, reordered: bool, stream_duration, last_ts: int) -> int:
     """The packet duration ffmpeg 5.1 adds to the last frame's pts to find the end of stream.
 
     The decoder stamps the frames it drains at the end with the duration of the last packet it
     was fed (libavcodec's ``last_pkt_props``): the last packet in file order. ffmpeg 5.1's
     MP4/MOV demuxer reports no packet durations for a track whose edit list it rewrites for
     reordered frames (B-frames, ``mov_fix_index``); ffmpeg then falls back to one frame at the
-    decoder's rate (``end_pts``). Both were seen against its output.
+    decoder's rate (``end_pts``). Without reordering it gives each packet the time to the next
+    one's, and the last one the time to the track's end (``st->duration``): beyond one frame
+    where an edit list ends past the last frame's start (a trim by a fraction of a frame). Both
+    were seen against its output (newer demuxers, PyAV's, give the last frame its own duration).
     """
-    return 0 if mov_reordered else durations[-1]
+    if not is_mov:
+        return durations[-1]
+    if reordered:
+        return 0
+    if stream_duration and stream_duration >= last_ts:
+        return stream_duration - last_ts
+    return durations[-1]
 
 
 def _count_timestamps(durations: list[int], time_base: Fraction, rate: Fraction | None):
@@ -322,6 +413,12 @@ def _count_timestamps(durations: list[int], time_base: Fraction, rate: Fraction 
     at the stream's rate)."""
     step = durations[0] or (round(1 / (rate * time_base)) if rate else 1)
     return [i * step for i in range(len(durations))], [step] * len(durations)
+
+
+def _image_kind(container) -> str:
+    """'JPEG', 'PNG', ...: what the picture is, by its codec."""
+    codec = next((s.codec_context.name for s in container.streams.video if s.codec_context), None)
+    return {"mjpeg": "JPEG", None: container.format.name}.get(codec, (codec or "").upper())
 
 
 def _note_start(starts: dict, packet, ts: int) -> None:

@@ -144,4 +144,5 @@ def test_sequence_model_from_a_checkpoint_at_30_fps(tmp_path):
     va = traces["valence"].to_numpy()
     twice = [k for k in range(1, 60) if source[k] == source[k - 1]]
     assert twice and any(va[k] != va[k - 1] for k in twice)
-    assert np.all(np.abs(va) <= 1)
+    # tanh outputs of an untrained init: strictly inside (-1, 1), not saturated, and varying.
+    assert np.all(np.abs(va) < 0.999) and np.std(va) > 1e-4

@@ -31,7 +31,9 @@ def options_of(command: str) -> set[str]:
     return {o for p in click_command.params for o in p.opts if o.startswith("--")}
 
 
-@pytest.mark.parametrize("command", ["score", "eval", "info", "plot", "engines build", "engines list", "engines clear"])
+@pytest.mark.parametrize(
+    "command", ["score", "eval", "export", "info", "plot", "engines build", "engines list", "engines clear"]
+)
 def test_readme_usage_lists_every_option(command):
     usage = README.read_text().split("## Usage", 1)[1].split("###", 1)[0]
     line = re.search(rf"affbatch {command} .*?(?=\naffbatch |\n```)", usage, re.S)
@@ -43,7 +45,7 @@ def test_readme_usage_lists_every_option(command):
 def test_help_lists_the_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("score", "eval", "info"):
+    for command in ("score", "eval", "export", "plot", "info", "engines"):
         assert command in result.output
 
 
@@ -62,7 +64,8 @@ def clip(tmp_path):
         (["--model", "vggface-gru-attn"], "needs trained weights"),
         (["--runtime", "tensorrt", "--model", "auto"], "tensorrt: "),
         (["--device", "tpu"], "--device 'tpu'"),
-        (["--runtime", "openvino"], "--runtime 'openvino'"),
+        (["--runtime", "tflite"], "--runtime 'tflite'"),
+        (["--precision", "int8"], "--precision 'int8'"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(clip, tmp_path, args, message):
@@ -87,8 +90,10 @@ def test_info_json():
     assert result.exit_code == 0
     info = json.loads(result.stdout)
     assert info["decoders"]["pyav"] is None
-    assert info["decoders"]["dali"]  # a reason, not available in this version
-    assert set(info["runtimes"]) == {"onnxruntime", "torch", "tensorrt"}
+    assert info["decoders"]["nvcodec"]  # a reason: GPU only, or not installed
+    assert set(info["decoders"]) == {"pyav", "dali", "nvcodec"}
+    assert set(info["runtimes"]) == {"onnxruntime", "torch", "tensorrt", "openvino"}
+    assert info["cpu"]["cpus"] >= 1 and isinstance(info["cpu"]["features"], list)
     assert info["devices"]["cpu"] is None
 
 

@@ -24,7 +24,7 @@ import engines
 from affbatch.models.vggface_gru_attn import AffectState
 from engines import build as engine_build
 from engines import cache as engine_cache
-from engines import tensorrt_ops
+from engines import cpuinfo, tensorrt_ops
 from engines.onnx_export import OPSET, CastPrecision, onnx_ops
 from tests.engines.engine_models import SPEC_IDS, SPECS, TOLERANCE, assert_close
 from tests.engines.engine_models import reference as torch_reference
@@ -87,7 +87,7 @@ def test_onnxruntime_session_settings(ort_model):
     import onnxruntime as ort
 
     options = ort_model.session.get_session_options()
-    assert options.intra_op_num_threads == os.cpu_count()
+    assert options.intra_op_num_threads == cpuinfo.cores()
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert ort_model.session.get_providers() == ["CPUExecutionProvider"]
     assert ort_model.runtime == "onnxruntime" and ort_model.device == "cpu"
@@ -288,7 +288,7 @@ def test_engines_imports_neither_affbatch_nor_training(tmp_path):
         assert "torch" not in sys.modules, "import engines should stay cheap"
         import torch
         module = torch.nn.GRU(4, 3, num_layers=2, batch_first=True)
-        for runtime in ("onnxruntime", "torch", "auto"):
+        for runtime in ("onnxruntime", "torch", "openvino", "auto"):
             engine = engines.compile(module, (torch.zeros(1, 2, 4),), ["x"], ["y", "h"], runtime=runtime)
             engine(torch.zeros(1, 2, 4).numpy())
         leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("affbatch", "training"))
@@ -322,7 +322,7 @@ def spec_engines(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
+@pytest.mark.parametrize("runtime", ["onnxruntime", "torch", "openvino"])
 @pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
 def test_every_model_matches_torch_float32(spec, runtime, spec_engines):
     module, engine = spec_engines(spec, runtime)
@@ -481,11 +481,13 @@ def test_no_gpu_gives_cpu_runtimes_and_clean_errors(tmp_path):
     for runtime in ("torch", "onnxruntime", "auto"):
         with pytest.raises(engines.RuntimeUnavailable, match="device cuda: cuda: no device"):
             engines.resolve(runtime, "cuda")
-    with pytest.raises(engines.RuntimeUnavailable, match="torch on the CPU runs fp32 only, not fp16"):
+    with pytest.raises(engines.RuntimeUnavailable, match="fp16 on the CPU: no runtime here computes in it"):
         engines.compile(small(), (torch.zeros(1, 3, 6),), ["x"], ["y"], SMALL_AXES, runtime="torch", precision="fp16")
     with pytest.raises(engines.RuntimeUnavailable, match="onnxruntime runs fp32 here, not bf16"):
-        engines.compile(small(), (torch.zeros(1, 3, 6),), ["x"], ["y"], SMALL_AXES, precision="bf16")
-    with pytest.raises(engines.EngineError, match="precision 'int8': choose one of fp32, fp16, bf16"):
+        engines.compile(
+            small(), (torch.zeros(1, 3, 6),), ["x"], ["y"], SMALL_AXES, runtime="onnxruntime", precision="bf16"
+        )
+    with pytest.raises(engines.EngineError, match="precision 'int8': choose one of auto, fp32, fp16, bf16"):
         engines.compile(small(), (torch.zeros(1, 3, 6),), ["x"], ["y"], SMALL_AXES, precision="int8")
 
 

@@ -580,6 +580,23 @@ def _check_dataset(result, expected):
             assert got["valence"] is None and got["arousal"] is None and got["mean"] is None
 
 
+def _reference_scores(expected) -> tuple[dict[str, tuple], tuple]:
+    """Per label name (valence, arousal, mean, frames, missing) and the same over all videos,
+    from the fixture's reference join and the float64 eq. (1): independent of ``evaluate``."""
+    per = {}
+    for name, (_, _, (v_true, v_pred, a_true, a_pred, missing)) in expected.items():
+        if len(v_true):
+            v, a = ccc_reference(v_true, v_pred), ccc_reference(a_true, a_pred)
+            per[name] = (v, a, (v + a) / 2, len(v_true), missing)
+        else:
+            per[name] = (None, None, None, 0, missing)
+    parts = [exp[2] for exp in expected.values()]
+    cat = [np.concatenate([p[i] for p in parts]) for i in range(4)]
+    v_all, a_all = ccc_reference(cat[0], cat[1]), ccc_reference(cat[2], cat[3])
+    overall = (v_all, a_all, (v_all + a_all) / 2, sum(len(p[0]) for p in parts), sum(p[4] for p in parts))
+    return per, overall
+
+
 def test_dataset_per_video_and_overall(dataset):
     traces, labels, expected = dataset
     result = evaluate(traces, labels)
@@ -630,11 +647,16 @@ def test_dataset_json(dataset):
         "unlabelled_videos",
         "labels_without_traces",
     }
-    direct = evaluate(traces, labels)
-    assert data["valence"] == direct.overall.valence and data["arousal"] == direct.overall.arousal
-    assert data["mean"] == direct.overall.mean
-    assert (data["frames"], data["missing"]) == (direct.overall.frames, direct.overall.missing)
-    assert data["videos"] == json.loads(json.dumps(direct.videos))
+    per, overall = _reference_scores(expected)
+    assert [data[k] for k in ("valence", "arousal", "mean")] == pytest.approx(overall[:3], abs=1e-12)
+    assert (data["frames"], data["missing"]) == overall[3:]
+    assert set(data["videos"]) == set(per)
+    for name, (v, a, mean, frames, missing) in per.items():
+        got = data["videos"][name]
+        assert got["video"] == expected[name][0] and got["track"] == expected[name][1], name
+        assert (got["frames"], got["missing"]) == (frames, missing), name
+        for key, want in (("valence", v), ("arousal", a), ("mean", mean)):
+            assert got[key] == (None if want is None else pytest.approx(want, abs=1e-12)), (name, key)
     assert set(data["videos"]["a"]) == {"video", "track", "valence", "arousal", "mean", "frames", "missing"}
     assert data["videos"]["e"]["valence"] is None and data["videos"]["e"]["track"] is None
     assert data["unlabelled_videos"] == ["c.mp4"]
@@ -642,34 +664,23 @@ def test_dataset_json(dataset):
 
 
 def test_dataset_text(dataset):
-    traces, labels, _ = dataset
-    direct = evaluate(traces, labels)
+    traces, labels, expected = dataset
+    per, overall = _reference_scores(expected)
     result = run_cli("eval", traces, "--labels", labels)
     assert result.exit_code == 0, result.output
     out = result.stdout
     lines = out.splitlines()
     assert lines[0].split() == ["labels", "valence", "arousal", "mean", "frames", "missing"]
     by_name = {line.split()[0]: line.split() for line in lines[1:] if line and not line.startswith(" ")}
-    a = direct.videos["a"]
-    assert by_name["a"] == [
-        "a",
-        f"{a['valence']:.3f}",
-        f"{a['arousal']:.3f}",
-        f"{a['mean']:.3f}",
-        str(a["frames"]),
-        str(a["missing"]),
-    ]
+    for name in ("a", "two_left", "two_right"):
+        v, a, mean, frames, missing = per[name]
+        assert by_name[name] == [name, f"{v:.3f}", f"{a:.3f}", f"{mean:.3f}", str(frames), str(missing)]
     assert by_name["e"] == ["e", "-", "-", "-", "0", "7"]
     all_line = next(line for line in lines if line.startswith("ALL (concatenated)"))
-    o = direct.overall
-    assert all_line.split()[2:] == [
-        f"{o.valence:.3f}",
-        f"{o.arousal:.3f}",
-        f"{o.mean:.3f}",
-        str(o.frames),
-        str(o.missing),
-    ]
-    assert f"note: {o.missing} valid labelled frames have no prediction" in out
+    v_all, a_all, mean_all, frames_all, missing_all = overall
+    numbers = [f"{v_all:.3f}", f"{a_all:.3f}", f"{mean_all:.3f}", str(frames_all), str(missing_all)]
+    assert all_line.split()[2:] == numbers
+    assert f"note: {missing_all} valid labelled frames have no prediction" in out
     assert "videos without labels (1): c.mp4" in out
     assert "labels without traces (1): d (no traces)" in out
 

@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-from affbatch.faces.crops import CROP_MARGIN, CROP_SIZE, crop_faces
+from affbatch.faces.crops import BATCHED_TOLERANCE, CROP_MARGIN, CROP_SIZE, crop_faces, crop_faces_batched
 
 
 def test_shape_range_and_content():
@@ -76,3 +77,76 @@ def test_several_faces_in_several_frames():
     frames[1, :, 32:] = 255
     crops = crop_faces(frames, np.array([1, 0]), np.array([[0, 0, 20, 20], [0, 0, 20, 20]]))
     assert crops[0].mean() < crops[1].mean()  # frame 1's left half is black, frame 0's white
+
+
+def _mixed_faces(rng: np.random.Generator, n: int, height: int, width: int):
+    """Boxes of many sizes (upscaled and shrunk), some cut by the border, with tilted eyes."""
+    frame_of_face, boxes, landmarks = [], [], []
+    for k in range(17):
+        side = [6.0, 30.0, 95.0, 96.0, 160.0, 333.0][k % 6] * rng.uniform(0.9, 1.1)
+        cx, cy = rng.uniform(-20, width + 20), rng.uniform(-20, height + 20)
+        aspect = rng.uniform(0.7, 1.3)
+        boxes.append([cx - side / 2, cy - side * aspect / 2, cx + side / 2, cy + side * aspect / 2])
+        tilt = rng.uniform(-0.6, 0.6)
+        dy = 0.2 * side * math.tan(tilt)
+        eyes = [[cx - 0.2 * side, cy - dy], [cx + 0.2 * side, cy + dy]]
+        landmarks.append(eyes + [[cx, cy]] * 3)
+        frame_of_face.append(int(rng.integers(0, n)))
+    return np.array(frame_of_face), np.array(boxes), np.array(landmarks)
+
+
+@pytest.mark.parametrize("align", [False, True])
+def test_batched_crops_agree_with_crop_faces(align):
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (3, 241, 317, 3), dtype=np.uint8)
+    frames[:, 100:140] = 255  # flat areas and edges, not only noise
+    frame_of_face, boxes, landmarks = _mixed_faces(rng, 3, 241, 317)
+    reference = crop_faces(frames, frame_of_face, boxes, landmarks, align=align)
+    for images in (frames, torch.from_numpy(frames)):
+        batched = crop_faces_batched(images, frame_of_face, boxes, landmarks, align=align)
+        assert isinstance(batched, torch.Tensor) and batched.dtype == torch.float32
+        assert batched.shape == reference.shape
+        assert np.abs(batched.numpy() - reference).max() <= BATCHED_TOLERANCE
+
+
+def test_batched_crops_of_nothing_and_of_one():
+    frames = np.zeros((1, 20, 20, 3), np.uint8)
+    assert crop_faces_batched(frames, np.zeros(0, int), np.zeros((0, 4))).shape == (0, 3, CROP_SIZE, CROP_SIZE)
+    one = crop_faces_batched(frames, np.array([0]), np.array([[2, 2, 10, 10]]))
+    assert one.shape == (1, 3, CROP_SIZE, CROP_SIZE) and float(one.max()) == -1.0
+
+
+def test_batched_downscaling_is_antialiased():
+    yy, xx = np.mgrid[0:600, 0:600]
+    image = (((yy + xx) % 2) * 255).astype(np.uint8)[:, :, None].repeat(3, axis=2)
+    crops = crop_faces_batched(image[None], np.array([0]), np.array([[100, 100, 500, 500]])).numpy()
+    assert abs(crops.mean()) < 0.02 and crops.std() < 0.05
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("align", [False, True])
+def test_batched_crops_on_cuda_agree_with_crop_faces(align):
+    rng = np.random.default_rng(4)
+    frames = rng.integers(0, 256, (3, 241, 317, 3), dtype=np.uint8)
+    frame_of_face, boxes, landmarks = _mixed_faces(rng, 3, 241, 317)
+    reference = crop_faces(frames, frame_of_face, boxes, landmarks, align=align)
+    crops = crop_faces_batched(torch.from_numpy(frames).cuda(), frame_of_face, boxes, landmarks, align=align)
+    assert crops.device.type == "cuda"
+    # float32 matrix products (torch keeps TF32 off for them by default): the CPU's bound, with
+    # room for a different summation order in cuBLAS.
+    assert np.abs(crops.cpu().numpy() - reference).max() <= 10 * BATCHED_TOLERANCE
+
+
+def test_batched_crops_in_groups_are_the_same(monkeypatch):
+    """Faces go in groups that bound the memory of their float regions; the result does not change."""
+    from affbatch.faces import crops as crops_module
+
+    rng = np.random.default_rng(5)
+    frames = rng.integers(0, 256, (3, 241, 317, 3), dtype=np.uint8)
+    frame_of_face, boxes, landmarks = _mixed_faces(rng, 3, 241, 317)
+    whole = crop_faces_batched(frames, frame_of_face, boxes, landmarks, align=True)
+    monkeypatch.setattr(crops_module, "REGION_BYTES", 1)  # one face per group
+    grouped = crop_faces_batched(frames, frame_of_face, boxes, landmarks, align=True)
+    assert np.abs(whole.numpy() - grouped.numpy()).max() <= BATCHED_TOLERANCE
+    reference = crop_faces(frames, frame_of_face, boxes, landmarks, align=True)
+    assert np.abs(grouped.numpy() - reference).max() <= BATCHED_TOLERANCE

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 import affbatch.output.runstore
 from affbatch.cli import app
 from affbatch.cli.progress import Progress
+from affbatch.destination import OutputFailure
 from affbatch.pipeline import ScoreOptions
 from affbatch.run import score_run
 from tests.support.arrow import manifest_path, read
@@ -215,7 +216,7 @@ def test_out_is_written_atomically(videos, tmp_path, monkeypatch):
             yield batch
 
     monkeypatch.setattr(affbatch.output.runstore, "_batches", broken)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OutputFailure, match="no space left on device: 4 finished videos are kept in .*--resume"):
         score_run([videos], out, ScoreOptions(model="none"), resume=True)
     assert (out.read_bytes(), manifest_path(out).read_bytes()) == before
     _no_temporaries(tmp_path)

@@ -18,9 +18,12 @@ import pytest
 import torch
 from torch import nn
 
-from affbatch.evaluation.metrics import ccc as reference_ccc
 from affbatch.models import checkpoint as ck
 from affbatch.models.vggface_gru_attn import GRUAttention
+
+# The oracle: a float64 transcription of the paper's eq. (1), independent of the code under test
+# (affbatch.evaluation.metrics and training.losses).
+from tests.evaluation.test_metrics import ccc_reference as reference_ccc
 from training.data import BatchLoader, CropRows, SequenceSampler, labelled_runs, to_model_input
 from training.loop import FitOptions, fit
 from training.losses import ccc, ccc_loss

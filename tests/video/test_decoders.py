@@ -1,7 +1,10 @@
-"""One contract, run against every decoder backend available here.
+"""One contract, run against every decoder backend available here (on this CPU machine: PyAV,
+and DALI's CPU backend where DALI is installed).
 
 Frames must come out upright (display matrix applied), in RGB, at the displayed size (odd
-sizes included), numbered by presentation order, and only the frames asked for.
+sizes included), numbered by presentation order, and only the frames asked for. DALI's CPU
+backend decodes VP8, VP9 and MJPEG only: for every other codec it must fail with a reason that
+says so and names what works; its tests use VP9 where PyAV's use H.264.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from fractions import Fraction as F
 import numpy as np
 import pytest
 
+from affbatch.errors import DecodeFailure
 from affbatch.video import decoders
 from affbatch.video.probe import probe
 from tests.support.coded_clips import code_frame, constant_rate_pts, read_code, write_coded_clip
@@ -45,7 +49,36 @@ def decode_all(decoder, path, wanted=None, batch_size=7):
     info = probe(path)
     wanted = np.arange(info.frames) if wanted is None else np.asarray(wanted)
     batches = list(decoder.frames(info, wanted, batch_size))
+    for b in batches:
+        assert isinstance(b.images, np.ndarray)  # CPU backends give host frames
     return info, batches
+
+
+def cpu_only_codecs(decoder) -> tuple[str, ...] | None:
+    """The codecs a backend decodes on this CPU, None for all of FFmpeg's."""
+    if decoder.name == "dali":
+        from affbatch.video.decoders.dali import CPU_CODECS
+
+        return CPU_CODECS
+    return None
+
+
+def common(decoder, codec: str = "libx264", container: str = "mp4") -> tuple[str, str]:
+    """(encoder, file suffix) for a test that is not about the codec: VP9/webm where the backend
+    takes no H.264 on the CPU."""
+    return ("libvpx-vp9", "webm") if cpu_only_codecs(decoder) else (codec, container)
+
+
+def expect_codec_refused(decoder, path) -> None:
+    info = probe(path)
+    with pytest.raises(DecodeFailure) as failure:
+        list(decoder.frames(info, np.arange(info.frames), 7))
+    message = str(failure.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert info.codec in message
+    if info.codec in ("h264", "hevc", "av1", "mpeg4"):
+        assert "only on a GPU" in message and "VP8, VP9 and MJPEG" in message
+    assert "--decoder pyav" in message
 
 
 @pytest.mark.parametrize(("name", "codec", "pix_fmt", "options"), FORMATS, ids=[f[0] for f in FORMATS])
@@ -53,6 +86,10 @@ def test_codecs_and_containers(decoder, tmp_path, name, codec, pix_fmt, options)
     path = write_coded_clip(
         tmp_path / name, constant_rate_pts(20, F(25), F(1, 25)), F(1, 25), codec=codec, pix_fmt=pix_fmt, options=options
     )
+    codecs = cpu_only_codecs(decoder)
+    if codecs is not None and probe(path).codec not in codecs:
+        expect_codec_refused(decoder, path)
+        return
     info, batches = decode_all(decoder, path)
     assert info.frames == 20 and (info.width, info.height) == (64, 48)
     assert [len(b) for b in batches] == [7, 7, 6]
@@ -66,8 +103,10 @@ def test_codecs_and_containers(decoder, tmp_path, name, codec, pix_fmt, options)
 
 
 def test_only_wanted_frames_in_order(decoder, tmp_path):
+    codec, _ = common(decoder)
+    options = {"bf": "2"} if codec == "libx264" else {}
     path = write_coded_clip(
-        tmp_path / "c.mkv", constant_rate_pts(40, F(30), F(1, 1000)), F(1, 1000), options={"bf": "2"}
+        tmp_path / "c.mkv", constant_rate_pts(40, F(30), F(1, 1000)), F(1, 1000), codec=codec, options=options
     )
     wanted = [0, 3, 4, 17, 38, 39]
     _, batches = decode_all(decoder, path, wanted, batch_size=4)
@@ -78,7 +117,10 @@ def test_only_wanted_frames_in_order(decoder, tmp_path):
 
 
 def test_pixels_match_ffmpeg(decoder, ffmpeg, tmp_path):
-    path = write_coded_clip(tmp_path / "p.mp4", list(range(6)), F(1, 30), noise_seed=1, width=96, height=64)
+    codec, suffix = common(decoder)
+    path = write_coded_clip(
+        tmp_path / f"p.{suffix}", list(range(6)), F(1, 30), codec=codec, noise_seed=1, width=96, height=64
+    )
     _, batches = decode_all(decoder, path)
     ours = np.concatenate([b.images for b in batches]).astype(int)
     reference = ffmpeg_frames(ffmpeg, path, 96, 64, fps30=False, pix_fmt="rgb24").astype(int)
@@ -90,7 +132,10 @@ def test_pixels_match_ffmpeg(decoder, ffmpeg, tmp_path):
 
 @pytest.mark.parametrize("rotation", [90, 180, 270])
 def test_rotation_is_applied_like_ffmpeg(decoder, ffmpeg, tmp_path, rotation):
-    path = write_coded_clip(tmp_path / "r.mp4", list(range(5)), F(1, 30), width=64, height=48, rotation=rotation)
+    codec, suffix = common(decoder)
+    path = write_coded_clip(
+        tmp_path / f"r.{suffix}", list(range(5)), F(1, 30), codec=codec, width=64, height=48, rotation=rotation
+    )
     info, batches = decode_all(decoder, path)
     assert info.rotation == rotation
     w, h = (48, 64) if rotation in (90, 270) else (64, 48)
@@ -117,6 +162,10 @@ def test_rotation_is_applied_like_ffmpeg(decoder, ffmpeg, tmp_path, rotation):
 def test_odd_sizes(decoder, ffmpeg, tmp_path, name, codec, pix_fmt, size):
     w, h = size
     path = write_coded_clip(tmp_path / name, list(range(4)), F(1, 30), codec=codec, pix_fmt=pix_fmt, width=w, height=h)
+    codecs = cpu_only_codecs(decoder)
+    if codecs is not None and probe(path).codec not in codecs:
+        expect_codec_refused(decoder, path)
+        return
     info, batches = decode_all(decoder, path)
     assert (info.width, info.height) == (w, h)
     ours = np.concatenate([b.images for b in batches]).astype(int)
@@ -129,7 +178,7 @@ def test_odd_sizes(decoder, ffmpeg, tmp_path, name, codec, pix_fmt, size):
 def test_unknown_decoder_is_a_usage_error():
     from affbatch.errors import UsageError
 
-    with pytest.raises(UsageError, match="choose one of auto, pyav, dali"):
+    with pytest.raises(UsageError, match="choose one of auto, pyav, dali, nvcodec"):
         decoders.get_decoder("gstreamer")
-    with pytest.raises(UsageError, match="dali"):
-        decoders.get_decoder("dali")
+    with pytest.raises(UsageError, match="nvcodec.*(GPU|not installed)"):
+        decoders.get_decoder("nvcodec", "cpu")

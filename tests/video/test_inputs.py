@@ -60,9 +60,9 @@ def test_broken_video_with_video_extension_is_kept_to_fail_later(tmp_path):
     assert names([root]) == ["broken.mp4", "empty.mkv"]
 
 
-def test_files_keep_the_name_given_and_nonexistent_paths_are_kept(tmp_path):
+def test_files_keep_the_name_given_and_nonexistent_paths_are_kept(tmp_path, monkeypatch):
     f = clip(tmp_path / "x" / "one.mp4")
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # restored after the test
     assert names(["x/one.mp4", "missing.mp4"]) == ["x/one.mp4", "missing.mp4"]
     assert collect_videos(["x/one.mp4"])[0].path == f.relative_to(tmp_path)
 
@@ -79,15 +79,15 @@ def test_duplicates_are_removed_keeping_the_first(tmp_path):
     ]
 
 
-def test_same_relative_name_in_two_folders_is_made_unique(tmp_path):
+def test_same_relative_name_in_two_folders_is_made_unique(tmp_path, monkeypatch):
     clip(tmp_path / "day1" / "cam.mp4")
     clip(tmp_path / "day2" / "cam.mp4")
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # restored after the test
     assert names(["day1", "day2/"]) == ["cam.mp4", "day2/cam.mp4"]
 
 
-def test_order_follows_the_arguments(tmp_path):
+def test_order_follows_the_arguments(tmp_path, monkeypatch):
     clip(tmp_path / "z" / "1.mp4")
     clip(tmp_path / "a" / "2.mp4")
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # restored after the test
     assert names(["z", "a"]) == ["1.mp4", "2.mp4"]

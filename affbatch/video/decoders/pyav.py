@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections import defaultdict, deque
 from collections.abc import Iterator
+from functools import partial
 
 import av
 import numpy as np
 
 from affbatch.errors import DecodeFailure
 from affbatch.video.decoders.base import Decoder, FrameBatch
-from affbatch.video.probe import VideoInfo, open_container
+from affbatch.video.probe import DECODERS_KEEPING_DISCARDED, VideoInfo, open_container
 
 
 class PyAVDecoder(Decoder):
@@ -87,8 +88,14 @@ class PyAVDecoder(Decoder):
             except av.error.FFmpegError as exc:  # the file changed since it was probed
                 errors.append(f"reading packets: {exc.strerror or exc}")
                 return
+            decode = packet.decode
+            if packet.is_discard and stream.codec_context.name in DECODERS_KEEPING_DISCARDED:
+                # ffmpeg 5.1 shows their frames (see probe): decoded as a packet without the flag
+                kept = av.Packet(bytes(packet))
+                kept.pts, kept.dts, kept.time_base = packet.pts, packet.dts, packet.time_base
+                decode = partial(stream.codec_context.decode, kept)
             try:
-                yield from packet.decode()
+                yield from decode()
             except av.error.FFmpegError as exc:
                 errors.append(exc.strerror or str(exc))
 
