@@ -60,6 +60,8 @@ class ScoreOptions:
     ``cpu``, ``cuda`` or ``cuda:N``. ``runtime``: ``auto``, ``onnxruntime``, ``torch`` or
     ``tensorrt``. ``precision``: ``auto``, ``fp32``, ``fp16`` or ``bf16``. ``batch_size``:
     frames per batch (results do not depend on it). ``align``: level the eyes in the crops.
+    ``decoder``: ``auto``, ``pyav``, ``dali`` or ``nvcodec`` (``affbatch.video.decoders``; frames are
+    decoded on, or moved once to, the models' device).
     """
 
     fps: FpsMode = "30"
