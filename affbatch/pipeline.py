@@ -60,6 +60,8 @@ class ScoreOptions:
     ``cpu``, ``cuda`` or ``cuda:N``. ``runtime``: ``auto``, ``onnxruntime``, ``torch`` or
     ``tensorrt``. ``precision``: ``auto``, ``fp32``, ``fp16`` or ``bf16``. ``batch_size``:
     frames per batch (results do not depend on it). ``align``: level the eyes in the crops.
+    ``decoder``: ``auto``, ``pyav``, ``dali`` or ``nvcodec`` (``affbatch.video.decoders``; frames are
+    decoded on, or moved once to, the models' device).
     """
 
     fps: FpsMode = "30"
@@ -107,6 +109,8 @@ class VideoResult:
     table: pa.Table | None = None
     fingerprint: Fingerprint | None = None
     crop_index: np.ndarray | None = None
+    #: ``--decoder auto`` on a GPU: why PyAV decoded this video instead of the GPU decoder.
+    decoder_fallback: str | None = None
 
     @property
     def name(self) -> str:
@@ -210,25 +214,30 @@ class Scorer:
                     listener.frames_done(len(event.batch), current.decoded / max(1, current.started.wanted))
             elif isinstance(event, VideoDecoded):
                 started, current = current.started, None
-                self._note_fallback(started)
+                fallback = self._note_fallback(started)
                 try:
                     faces = self.analyzer.finish(started.slots)
                     table = frames_table(video.name, started.slots, started.times, faces)
                 except AffbatchError as exc:
                     yield failed_result(video, exc, started.fingerprint, started.t0)
                     continue
-                yield _scored(started, table, faces, with_crops=on_crops is not None)
+                result = _scored(started, table, faces, with_crops=on_crops is not None)
+                result.decoder_fallback = fallback
+                yield result
             else:  # VideoUnreadable
                 if listener is not None and (current is None or current.started.video is not video):
                     listener.video_started(video.name, sizes.get(video.name, 0))
                 current = None
                 yield failed_result(video, event.error, event.fingerprint, event.t0)
 
-    def _note_fallback(self, started: VideoStarted) -> None:
-        """``--decoder auto``: a video PyAV decoded instead of the GPU decoder, in the metadata."""
+    def _note_fallback(self, started: VideoStarted) -> str | None:
+        """``--decoder auto``: a video PyAV decoded instead of the GPU decoder, in the metadata
+        (and in its result, for the run of worker processes, whose metadata is the parent's)."""
         fallbacks = getattr(self.decoder, "fallbacks", None)
-        if fallbacks and (why := fallbacks.pop(str(started.info.path), None)):
+        why = fallbacks.pop(str(started.info.path), None) if fallbacks else None
+        if why:
             self.metadata.setdefault("decoder_fallbacks", {})[started.video.name] = why
+        return why
 
     def _decode(self, videos: list[InputVideo]) -> Iterator[DecodeEvent]:
         """The decoding thread's events, video after video."""

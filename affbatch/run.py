@@ -139,6 +139,8 @@ def _run(videos: list[InputVideo], out: Path, scorer, resume: bool, progress: Pr
             results = _from_workers(scorer.score_many(todo, progress), todo, progress)
         for result in results:
             row = result.row
+            if result.decoder_fallback:  # from a worker process too: the metadata is this process's
+                scorer.metadata.setdefault("decoder_fallbacks", {})[result.name] = result.decoder_fallback
             with destination.writing(out, store.dir, finished):
                 store.commit(result.video, row, result.table, result.fingerprint)
             finished += row.status == "ok"

@@ -225,10 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         "python": sys.version.split()[0],
     }
     print("GPU check: " + ", ".join(f"{k} {v}" for k, v in machine.items()), flush=True)
-    # Time shares of the budget: tests 35%, the models' benchmark 20%, the GPU path the rest.
-    tests = {"skipped": True} if args.skip_tests else run_tests(timeout_s=max(60.0, args.budget * 0.35))
+    # Time shares of the budget: tests 40%, the models' benchmark 15%, the GPU path the rest.
+    tests = {"skipped": True} if args.skip_tests else run_tests(timeout_s=max(60.0, args.budget * 0.4))
     print(f"tests: {tests}", flush=True)
-    rows = benchmark(deadline=min(time.monotonic() + args.budget * 0.2, started + args.budget - 20))
+    rows = benchmark(deadline=min(time.monotonic() + args.budget * 0.15, started + args.budget - 20))
     print(table(rows), flush=True)
     with tempfile.TemporaryDirectory(prefix="affbatch-gpu-path-") as workdir:
         try:

@@ -238,3 +238,24 @@ def test_dali_h264_on_the_cpu_through_the_cli(tmp_path):
         f"failed: {h264}: DALI decodes h264 only on a GPU; on the CPU it takes VP8, VP9 and MJPEG "
         "(use --decoder pyav or auto, or a CUDA --device)"
     ]
+
+
+def test_fallbacks_reach_the_traces_metadata(tmp_path):
+    """Through the run store: the traces file's schema metadata lists the videos PyAV decoded."""
+    import json
+
+    import pyarrow.ipc as ipc
+
+    from affbatch.run import score_run
+
+    vp9 = coded(tmp_path, "a.webm", "libvpx-vp9", "yuv420p", (64, 48), 0)
+    h264 = write_coded_clip(tmp_path / "b.mp4", list(range(6)), F(1, 30))
+    scorer = Scorer(model="none", decoder="pyav")
+    scorer.decoder = AutoDecoder(decoders.get_decoder("dali", "cpu"), "cpu", "dali (test)")
+    out = tmp_path / "t.arrow"
+    summary = score_run([vp9, h264], out, scorer=scorer)
+    assert summary.failed == []
+    with ipc.open_file(out) as reader:
+        metadata = reader.schema.metadata
+    fallbacks = json.loads(metadata[b"decoder_fallbacks"])
+    assert list(fallbacks) == [str(h264)] and "only on a GPU" in fallbacks[str(h264)]
