@@ -144,6 +144,16 @@ def test_score_with_bf16_on_a_cpu_without_it_is_a_usage_error(no_bf16, make_clip
     assert "no bf16 arithmetic" in result.output and "Traceback" not in result.output
 
 
+def test_engines_build_with_bf16_on_a_cpu_without_it_is_a_usage_error(no_bf16):
+    from typer.testing import CliRunner
+
+    from affbatch.cli import app
+
+    result = CliRunner().invoke(app, ["engines", "build", "--precision", "bf16", "--device", "cpu"])
+    assert result.exit_code == 2
+    assert "--precision" in result.output and "no bf16 arithmetic" in result.output
+
+
 def test_pinned_auto_is_fp32(monkeypatch):
     monkeypatch.setenv(autotune.PIN_ENV, "fp32")
     assert engines.resolve("auto", "cpu", "auto") == engines.Placement("onnxruntime", "cpu", "fp32")
