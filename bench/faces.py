@@ -114,20 +114,27 @@ def pipeline_rates(
     return results
 
 
-def naive_scorer(model: str, checkpoint: Path, runtime: str, device: str):
+def naive_scorer(model: str, checkpoint: Path, runtime: str, device: str, precision: str = "auto"):
+    """The naive baseline with the pipeline's models in the same runtime and precision (the
+    detector's as ``score`` places it for this model: ``affect.resolve.detector_placement``)."""
+    import engines
+    from affbatch.affect.resolve import detector_placement
     from affbatch.affect.runners import AffectIdentity, FrameAffect, SequenceAffect
     from affbatch.models.checkpoint import resolve_affect_model
     from affbatch.models.expression_prior import load_expression_prior
     from affbatch.models.vggface_gru_attn import ATTENTION_LENGTH, SEQUENCE_LENGTH
     from bench.naive import NaiveScorer
 
+    placement = engines.resolve(runtime, device, precision)
+    where = (placement.runtime, placement.device, placement.precision)
     identity = AffectIdentity(model, None, "")
     if model == "prior":
-        affect = FrameAffect(load_expression_prior(), identity, runtime, device)
+        affect = FrameAffect(load_expression_prior(), identity, *where)
     else:
         module, _ = resolve_affect_model(str(checkpoint), "cpu")
-        affect = SequenceAffect(module, identity, SEQUENCE_LENGTH, ATTENTION_LENGTH, runtime, device)
-    return NaiveScorer(affect, runtime=runtime, device=device)
+        affect = SequenceAffect(module, identity, SEQUENCE_LENGTH, ATTENTION_LENGTH, *where)
+    det = detector_placement("prior" if model == "prior" else str(checkpoint), placement)
+    return NaiveScorer(affect, runtime=det.runtime, device=det.device, precision=det.precision)
 
 
 def naive_rates(scorer, clip: Path, repeats: int, frames: int | None) -> dict:
@@ -200,7 +207,7 @@ def run(
         for runtime in runtimes:
             for precision in precisions:
                 measure(model, runtime, precision)
-        scorer = naive_scorer(model, checkpoint, naive_runtime, device)
+        scorer = naive_scorer(model, checkpoint, naive_runtime, device, precisions[0])
         for clip, source in sources.items():
             row = {"clip": clip, "model": model, "runtime": label(naive_runtime, precisions[0])}
             row.update(naive_rates(scorer, source, repeats, naive_frames))

@@ -47,14 +47,17 @@ class NaiveScorer:
     affect: FrameAffect | SequenceAffect
     runtime: str = "onnxruntime"
     device: str = "cpu"
+    #: the detector's precision (the pipeline's for the same model: see ``bench.faces.naive_scorer``)
+    precision: str = "fp32"
     detectors: dict[int, FaceDetector] = field(default_factory=dict)
 
     def detector(self, height: int, width: int) -> FaceDetector:
         side = max(height, width, 32)
         if side not in self.detectors:
             self.detectors[side] = FaceDetector.default(
-                options=DetectorOptions(max_side=side), runtime=self.runtime, device=self.device
-            )
+                options=DetectorOptions(max_side=side), runtime=self.runtime, device=self.device,
+                precision=self.precision,
+            )  # fmt: skip
         return self.detectors[side]
 
     def __call__(self, path: Path, limit: int | None = None) -> dict:
