@@ -116,7 +116,7 @@ def pipeline_rates(
 
 def naive_scorer(model: str, checkpoint: Path, runtime: str, device: str, precision: str = "auto"):
     """The naive baseline with the pipeline's models in the same runtime and precision (the
-    detector's as ``score`` places it for this model: ``affect.resolve.detector_placement``)."""
+    detector's as ``score`` places it: ``affect.resolve.detector_placement``)."""
     import engines
     from affbatch.affect.resolve import detector_placement
     from affbatch.affect.runners import AffectIdentity, FrameAffect, SequenceAffect
@@ -133,7 +133,7 @@ def naive_scorer(model: str, checkpoint: Path, runtime: str, device: str, precis
     else:
         module, _ = resolve_affect_model(str(checkpoint), "cpu")
         affect = SequenceAffect(module, identity, SEQUENCE_LENGTH, ATTENTION_LENGTH, *where)
-    det = detector_placement("prior" if model == "prior" else str(checkpoint), placement)
+    det = detector_placement(placement)
     return NaiveScorer(affect, runtime=det.runtime, device=det.device, precision=det.precision)
 
 
