@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import threading
+import time
 
 from affbatch.pipeline import ScoreOptions
 from affbatch.run import Progress, score_run
@@ -88,6 +89,26 @@ def test_two_workers_give_the_traces_of_one(tmp_path):
     ]
 
 
+def kill_while_reading(pid: int, name: str, limit_s: float = 60.0) -> None:
+    """SIGKILL ``pid`` while it has the file ``name`` open (decoding it): mid-video whatever the
+    machine's speed, where a fixed delay can fall after a short video is done."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except FileNotFoundError:  # the worker is gone
+            return
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.endswith(os.sep + name):
+                os.kill(pid, signal.SIGKILL)
+                return
+        time.sleep(0.001)
+
+
 def test_a_worker_killed_mid_video_costs_only_that_video(tmp_path):
     expected = folder_of_clips(tmp_path / "v", LENGTHS)
     killed = []
@@ -95,9 +116,9 @@ def test_a_worker_killed_mid_video_costs_only_that_video(tmp_path):
     class Killer(Recorder):
         def video_assigned(self, name: str, worker: int) -> None:
             super().video_assigned(name, worker)
-            if name == "long.mp4" and not killed:  # the first attempt only, 0.3 s into it
+            if name == "long.mp4" and not killed:  # the first attempt only, once it reads the file
                 killed.append(worker)
-                threading.Timer(0.3, os.kill, (worker, signal.SIGKILL)).start()
+                threading.Thread(target=kill_while_reading, args=(worker, name), daemon=True).start()
 
     recorder = Killer()
     summary = score_run([tmp_path / "v"], tmp_path / "t.arrow", NO_MODEL, workers=2, progress=recorder)
