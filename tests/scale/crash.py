@@ -93,6 +93,23 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def reading(pid: int, name: str) -> bool:
+    """Whether process ``pid`` has a file called ``name`` open: it is decoding that video. A
+    test kills a worker then, mid-video whatever the machine's speed, where a fixed delay can
+    fall after a short video is done."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:  # gone, or not ours to read
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").endswith(os.sep + name):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def wait_until(condition, seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while not condition():

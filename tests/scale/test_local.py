@@ -20,6 +20,7 @@ from tests.scale.crash import (
     check_once,
     children,
     folder_of_clips,
+    reading,
     score_process,
     summary_of,
     wait_until,
@@ -90,22 +91,12 @@ def test_two_workers_give_the_traces_of_one(tmp_path):
 
 
 def kill_while_reading(pid: int, name: str, limit_s: float = 60.0) -> None:
-    """SIGKILL ``pid`` while it has the file ``name`` open (decoding it): mid-video whatever the
-    machine's speed, where a fixed delay can fall after a short video is done."""
+    """SIGKILL ``pid`` as soon as it has the file ``name`` open (decoding it)."""
     deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except FileNotFoundError:  # the worker is gone
+    while time.monotonic() < deadline and alive(pid):
+        if reading(pid, name):
+            os.kill(pid, signal.SIGKILL)
             return
-        for fd in fds:
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.endswith(os.sep + name):
-                os.kill(pid, signal.SIGKILL)
-                return
         time.sleep(0.001)
 
 

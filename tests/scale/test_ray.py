@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.scale.crash import check_once, folder_of_clips, score_process, summary_of, wait_until
+from tests.scale.crash import check_once, folder_of_clips, reading, score_process, summary_of, wait_until
 from tests.support.arrow import read
 
 pytestmark = pytest.mark.ray
@@ -74,28 +74,12 @@ def test_an_actor_killed_mid_video_is_restarted_and_its_video_redone(ray_cluster
     expected = folder_of_clips(tmp_path / "v", LENGTHS)
     killed: list[int] = []
 
-    def killer() -> None:
-        # The first actor seen scoring for 0.3 s: mid-video (long.mp4 goes first and takes seconds).
-        deadline = time.monotonic() + 120
-        first_seen: dict[int, float] = {}
-        while not killed and time.monotonic() < deadline:
-            for pid, title in ray_cluster.actors().items():
-                if title != "ray::VideoActor.score":
-                    first_seen.pop(pid, None)
-                    continue
-                if time.monotonic() - first_seen.setdefault(pid, time.monotonic()) > 0.3:
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                    break
-            time.sleep(0.02)
-
-    thread = threading.Thread(target=killer)
-    thread.start()
+    thread = _kill_actors_reading(ray_cluster, "long.mp4", 1, killed)
     status, summary, stderr = run(
         str(tmp_path / "v"), "--out", str(tmp_path / "t.arrow"), "--ray", ray_cluster.address, "--workers", "2"
     )
     thread.join()
-    assert killed, "no actor was seen scoring"
+    assert killed, "no actor was seen decoding long.mp4"
     assert status == 0, stderr
     assert summary["ok"] == len(expected)
     rows = check_once(tmp_path / "t.arrow", expected)
@@ -134,21 +118,18 @@ def test_driver_killed_then_resume_scores_nothing_twice(ray_cluster, tmp_path):
     )
 
 
-def _kill_scoring_actors(cluster, times: int, killed: list[int]) -> threading.Thread:
-    """A thread that SIGKILLs an actor 0.3 s after it starts scoring, ``times`` times."""
+def _kill_actors_reading(cluster, name: str, times: int, killed: list[int]) -> threading.Thread:
+    """A thread that SIGKILLs an actor while it decodes the video ``name``, ``times`` times (a
+    restarted actor is a new process: Ray's retry of the video is killed too when times > 1)."""
 
     def killer() -> None:
         deadline = time.monotonic() + 120
-        first_seen: dict[int, float] = {}
         while len(killed) < times and time.monotonic() < deadline:
-            for pid, title in cluster.actors().items():
-                if title != "ray::VideoActor.score" or pid in killed:
-                    first_seen.pop(pid, None)
-                    continue
-                if time.monotonic() - first_seen.setdefault(pid, time.monotonic()) > 0.3:
+            for pid in cluster.actors():
+                if pid not in killed and reading(pid, name):
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
-            time.sleep(0.02)
+            time.sleep(0.002)
 
     thread = threading.Thread(target=killer)
     thread.start()
@@ -160,7 +141,7 @@ def test_a_video_whose_actor_dies_twice_is_recorded_failed(ray_cluster, tmp_path
     retry): that video fails with Ray's reason, the others are scored by the restarted actor."""
     expected = folder_of_clips(tmp_path / "v", {"long.mp4": 900, "a.mp4": 30, "b.mp4": 60})
     killed: list[int] = []
-    thread = _kill_scoring_actors(ray_cluster, 2, killed)
+    thread = _kill_actors_reading(ray_cluster, "long.mp4", 2, killed)
     status, summary, stderr = run(
         str(tmp_path / "v"), "--out", str(tmp_path / "t.arrow"), "--ray", ray_cluster.address, "--workers", "1"
     )
