@@ -9,16 +9,13 @@ boxes within ``BOX_PX`` pixels, valence/arousal within ``VA``. The same check on
 
 from __future__ import annotations
 
-from fractions import Fraction
-
-import av
 import numpy as np
 import pytest
 import torch
 
 from affbatch.pipeline import Scorer
 from affbatch.video.decoders import DeviceFrames, FrameBatch
-from tests.support.face_media import portraits
+from tests.support.face_media import portraits, write_rgb_clip
 
 #: The issue's parity bounds: boxes in source pixels, valence/arousal in [-1, 1] units.
 BOX_PX = 1e-3
@@ -28,21 +25,16 @@ VA = 1e-4
 def two_face_clip(path, frames: int = 36, fps: int = 25, width: int = 320, height: int = 180):
     """Two real faces drifting apart on a gradient (25 fps: at 30 fps some frames repeat)."""
     people = portraits(100)[:2]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": "18"})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+
+    def images():
         for k in range(frames):
             image = np.empty((height, width, 3), np.uint8)
             image[:] = np.linspace(60, 160, width, dtype=np.uint8)[None, :, None]
             image[40:140, 20 + k // 3 : 120 + k // 3] = people[0]
             image[40:140, 190 - k // 3 : 290 - k // 3] = people[1]
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts, frame.time_base = k, Fraction(1, fps)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+            yield image
+
+    return write_rgb_clip(path, images(), fps)
 
 
 @pytest.fixture(scope="module")

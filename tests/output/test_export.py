@@ -285,28 +285,21 @@ def test_a_video_changed_since_scoring_fails(tmp_path):
 
 def people_video(path: Path, people: int, frames: int, fps: int, width: int = 400, height: int = 200):
     """Real faces (the packaged portraits) side by side, moving a little, at ``fps``."""
-    import av
-
-    from tests.support.face_media import portraits
+    from tests.support.face_media import portraits, write_rgb_clip
 
     size = 150
     faces_ = portraits(size)[:people]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": "18", "preset": "veryfast"})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+
+    def images():
         for k in range(frames):
             image = np.full((height, width, 3), 90, np.uint8)
             dx = int(round(4 * np.sin(k / 5)))
             for i, f in enumerate(faces_):
                 x = 20 + i * 220 + (dx if i == 0 else -dx)
                 image[25 : 25 + size, x : x + size] = f
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts, frame.time_base = k, Fraction(1, fps)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+            yield image
+
+    return write_rgb_clip(path, images(), fps)
 
 
 def test_scored_folder_with_a_two_person_video(tmp_path):

@@ -50,6 +50,24 @@ def portraits(size: int = 220) -> list[np.ndarray]:
     return [_resize(f, size, size) for f in faces]
 
 
+def write_rgb_clip(path: Path, images, fps: int, crf: int = 18) -> Path:
+    """H.264 (yuv420p) at a constant ``fps`` from RGB frames (uint8 (H, W, 3)), frame k at k/fps."""
+    with av.open(str(path), "w") as container:
+        stream = None
+        for k, image in enumerate(images):
+            if stream is None:
+                stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "veryfast"})
+                stream.height, stream.width = image.shape[:2]
+                stream.pix_fmt = "yuv420p"
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts, frame.time_base = k, Fraction(1, fps)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
 def group_video(
     path: Path,
     width: int = 640,
@@ -75,22 +93,17 @@ def group_video(
         canvas[top : top + size, x : x + size] = person
     frames = round(seconds * fps)
     truth = []
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": "18", "preset": "veryfast"})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+
+    def views():
         for k in range(frames):
             offset = round(k * max(canvas_w - width, 0) / (frames - 1))
-            view = np.ascontiguousarray(canvas[:, offset : offset + width])
             visible = []
             for i in range(len(people)):
                 x = gap + i * (size + gap) - offset
                 if x >= 0 and x + size <= width:
                     visible.append((i, x, top, x + size, top + size))
             truth.append(visible)
-            frame = av.VideoFrame.from_ndarray(view, format="rgb24")
-            frame.pts, frame.time_base = k, Fraction(1, fps)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+            yield canvas[:, offset : offset + width]
+
+    write_rgb_clip(path, views(), fps)
     return path, truth
