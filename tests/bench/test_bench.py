@@ -237,3 +237,15 @@ def test_peak_is_the_best_dense_kernel(monkeypatch):
     nb, c, s = (roofline.CONV_SHAPE[k] for k in ("batch", "channels", "size"))
     conv = nn.Conv2d(c, c, 3, padding=1, bias=False)
     assert roofline.count_flops(conv, torch.zeros(nb, c, s, s)) == 2 * nb * c * c * 9 * s * s
+
+
+def test_overhead_measures_score_and_the_detector_alone_on_the_same_clip(tmp_path):
+    """bench.overhead's three rates, each really run: score with the prior and with faces only
+    (every frame of the clip scored ok), and the detector alone over the clip's decoded frames."""
+    from bench.media import face_clip
+    from bench.overhead import measure
+
+    clip = face_clip(tmp_path / "c.mp4", 320, 180, 1, 0.5)
+    rates = measure(clip, "onnxruntime", "fp32", 8, rounds=2)
+    assert set(rates) == {"score prior", "score faces", "detector alone"}
+    assert all(len(v) == 2 and all(r > 0 for r in v) for v in rates.values())
