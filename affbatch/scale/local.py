@@ -24,7 +24,7 @@ from multiprocessing.connection import wait
 from affbatch.errors import AffbatchError
 from affbatch.pipeline import ScoreOptions, VideoResult, failed_result
 from affbatch.scale.order import longest_first
-from affbatch.scale.worker import WorkerSpec, on_device, serve
+from affbatch.scale.worker import PoolFace, WorkerSpec, on_device, serve
 from affbatch.video.inputs import InputVideo
 
 #: Attempts of one video: the first, and one retry on a fresh worker.
@@ -75,7 +75,7 @@ def describe_exit(code: int | None) -> str:
     return f"exit status {code}"
 
 
-class WorkerPool:
+class WorkerPool(PoolFace):
     """``workers`` processes scoring with ``options``; on CUDA, worker i on ``devices[i]``.
 
     Use as a context manager: entering starts the workers and waits until each has loaded its
@@ -95,15 +95,7 @@ class WorkerPool:
         self.restarts = 0  # fresh workers started in place of dead ones
         self.idle_deaths = 0
 
-    # -- the Scorer's face: what the run store needs ---------------------------------------
-    @property
-    def settings(self) -> dict:
-        return self.info["settings"]
-
-    @property
-    def metadata(self) -> dict:
-        return self.info["metadata"]
-
+    # -- the Scorer's face: what the run store needs (settings, metadata: PoolFace) ---------
     @property
     def description(self) -> str:
         return f"{self.info['description']} ({self.workers} worker processes)"

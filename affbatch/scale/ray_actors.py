@@ -30,7 +30,7 @@ from pathlib import Path
 from affbatch.errors import AffbatchError, UsageError
 from affbatch.pipeline import ScoreOptions, VideoResult, failed_result
 from affbatch.scale.order import longest_first
-from affbatch.scale.worker import WorkerScorer, WorkerSpec
+from affbatch.scale.worker import PoolFace, WorkerScorer, WorkerSpec
 from affbatch.video.inputs import InputVideo
 
 #: A video is tried on at most this many actor lives: Ray retries the task once.
@@ -161,7 +161,7 @@ def placements(nodes: list[dict], device: str, per_node: int | None) -> list[tup
     return out
 
 
-class RayPool:
+class RayPool(PoolFace):
     """Actors on the Ray cluster at ``address``; used as ``affbatch.scale.local.WorkerPool``."""
 
     def __init__(self, options: ScoreOptions, address: str, per_node: int | None = None) -> None:
@@ -171,14 +171,6 @@ class RayPool:
         self.actors: list[_Actor] = []
         self.info: dict = {}
         self.ray = None
-
-    @property
-    def settings(self) -> dict:
-        return self.info["settings"]
-
-    @property
-    def metadata(self) -> dict:
-        return self.info["metadata"]
 
     @property
     def description(self) -> str:

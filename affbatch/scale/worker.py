@@ -26,6 +26,21 @@ PROGRESS_EVERY_S = 0.5
 PARENT_CHECK_S = 0.2
 
 
+class PoolFace:
+    """What the run store reads from a pool of workers, as from a Scorer: the settings and
+    metadata the workers reported when they started (``self.info``)."""
+
+    info: dict
+
+    @property
+    def settings(self) -> dict:
+        return self.info["settings"]
+
+    @property
+    def metadata(self) -> dict:
+        return self.info["metadata"]
+
+
 @dataclass(frozen=True)
 class WorkerSpec:
     """What a worker is built from. ``cores``: the CPUs it is pinned to (None: not pinned);

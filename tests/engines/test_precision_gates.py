@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 import torch
 
+from affbatch.faces.tracking import iou
 from engines import autotune, cpuinfo
 
 WHY_NOT = cpuinfo.detect().bf16_unavailable()
@@ -82,17 +83,6 @@ def unpinned_cache(tmp_path_factory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of each box of ``a`` (n, 4) with each of ``b`` (m, 4): (n, m)."""
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda r: (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
 
 
 def faces(table) -> dict[int, dict[str, np.ndarray]]:
