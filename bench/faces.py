@@ -116,9 +116,8 @@ def pipeline_rates(
 
 def naive_scorer(model: str, checkpoint: Path, runtime: str, device: str, precision: str = "auto"):
     """The naive baseline with the pipeline's models in the same runtime and precision (the
-    detector's as ``score`` places it: ``affect.resolve.detector_placement``)."""
+    detector's as ``score`` places it)."""
     import engines
-    from affbatch.affect.resolve import detector_placement
     from affbatch.affect.runners import AffectIdentity, FrameAffect, SequenceAffect
     from affbatch.models.checkpoint import resolve_affect_model
     from affbatch.models.expression_prior import load_expression_prior
@@ -133,8 +132,7 @@ def naive_scorer(model: str, checkpoint: Path, runtime: str, device: str, precis
     else:
         module, _ = resolve_affect_model(str(checkpoint), "cpu")
         affect = SequenceAffect(module, identity, SEQUENCE_LENGTH, ATTENTION_LENGTH, *where)
-    det = detector_placement(placement)
-    return NaiveScorer(affect, runtime=det.runtime, device=det.device, precision=det.precision)
+    return NaiveScorer(affect, *where)
 
 
 def naive_rates(scorer, clip: Path, repeats: int, frames: int | None) -> dict:

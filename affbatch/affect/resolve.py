@@ -63,7 +63,9 @@ def _analyzer(model: str, detector: str, placement: Placement, align: bool) -> A
     from affbatch.affect.analyzer import FaceAffectAnalyzer
     from affbatch.affect.runners import AffectIdentity, FrameAffect, SequenceAffect
 
-    face_detector = _detector(detector, detector_placement(placement))
+    # Under --precision auto the detector runs fp32 (in the faster fp32 runtime): RetinaFace
+    # declares no bf16 runtime, because the affect models' gates fail on bf16 boxes (its __init__).
+    face_detector = _detector(detector, placement)
     if model == FACES_ONLY:
         return FaceAffectAnalyzer(face_detector, None, align=align)
     if model in PRIOR_NAMES:
@@ -85,26 +87,6 @@ def _analyzer(model: str, detector: str, placement: Placement, align: bool) -> A
         )
         affect = SequenceAffect(module, identity, SEQUENCE_LENGTH, ATTENTION_LENGTH, *_where(placement))
     return FaceAffectAnalyzer(face_detector, affect, align=align)
-
-
-def detector_placement(placement: Placement) -> Placement:
-    """Where the detector runs: the run's placement, except that
-    ``--precision auto`` keeps the detector in fp32 whatever the model (``bf16`` asked for by
-    name is honoured).
-
-    Why: the affect models move with their crop. The detector in bf16 finds the same faces (IoU
-    >= 0.93 with fp32's on carphone, scores within 0.002), but a box a pixel or two off moved the
-    prior's valence by up to 0.19 on carphone (176x144), ten times its gate, while the prior in
-    bf16 on fp32 crops stays within 0.012 (tests/engines/test_precision_gates.py).
-    ``vggface-gru-attn`` held its 0.02 gate with a bf16 detector (0.0155), but only on seeded
-    random weights whose outputs barely vary (std 0.025-0.05): no evidence that a trained one is
-    less crop-sensitive than the prior, so ``auto`` does not bet on it.
-    """
-    import engines
-
-    if placement.precision == "auto":
-        return engines.resolve(placement.runtime, placement.device, "fp32")
-    return placement
 
 
 def _detector(detector: str, placement: Placement):
