@@ -8,6 +8,7 @@ import math
 import os
 import struct
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -239,13 +240,37 @@ def test_peak_is_the_best_dense_kernel(monkeypatch):
     assert roofline.count_flops(conv, torch.zeros(nb, c, s, s)) == 2 * nb * c * c * 9 * s * s
 
 
-def test_overhead_measures_score_and_the_detector_alone_on_the_same_clip(tmp_path):
-    """bench.overhead's three rates, each really run: score with the prior and with faces only
-    (every frame of the clip scored ok), and the detector alone over the clip's decoded frames."""
+@pytest.mark.parametrize("model", ["prior", "vggface-gru-attn"])
+def test_overhead_measures_score_and_its_models_alone_on_the_same_clip(tmp_path, model):
+    """bench.overhead's rates, each really run: score with the model and with faces only (every
+    frame of the clip scored ok), the detector alone over the clip's decoded frames, and the
+    detector then the affect model over its crops."""
+    from bench.faces import untrained_checkpoint
     from bench.media import face_clip
     from bench.overhead import measure
 
     clip = face_clip(tmp_path / "c.mp4", 320, 180, 1, 0.5)
-    rates = measure(clip, "onnxruntime", "fp32", 8, rounds=2)
-    assert set(rates) == {"score prior", "score faces", "detector alone"}
+    checkpoint = untrained_checkpoint(tmp_path / "init") if model != "prior" else None
+    rates, used = measure(clip, "onnxruntime", "fp32", 8, rounds=2, model=model, checkpoint=checkpoint)
+    assert set(rates) == {f"score {model}", "score faces", "models alone", "detector alone"}
     assert all(len(v) == 2 and all(r > 0 for r in v) for v in rates.values())
+    assert used["runtime"] == "detector: onnxruntime, affect: onnxruntime"
+    assert used["precision"] == "detector: fp32, affect: fp32"
+
+
+def test_against_scores_with_the_revisions_own_tree(tmp_path):
+    """bench.against runs a revision's tree in its own process and refuses an affbatch imported
+    from anywhere else (this checkout's folder or an installed copy would time this tree twice)."""
+    import subprocess
+
+    from bench.against import export_tree, run_once
+    from bench.media import face_clip
+
+    root = Path(__file__).resolve().parents[2]
+    if subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout: bench.against compares git revisions")
+    tree = export_tree("HEAD", tmp_path / "before")
+    clip = face_clip(tmp_path / "c.mp4", 320, 180, 1, 0.5)
+    figures = run_once(tree, tmp_path / "cache", clip, clip, "prior", 1, {})
+    assert Path(figures["affbatch"]).resolve().is_relative_to(tree.resolve())
+    assert len(figures["rates"]) == 1 and figures["rates"][0] > 0
