@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.against", description=__doc__.splitlines()[0])
     parser.add_argument("revision", help="a git revision of this repository (e.g. 7261e15, HEAD~3)")
     parser.add_argument("--resolutions", nargs="+", default=["360p", "720p"], choices=list(RESOLUTIONS))
-    parser.add_argument("--models", nargs="+", default=["prior", "vggface-gru-attn"])
+    parser.add_argument(
+        "--models", nargs="+", default=["prior", "vggface-gru-attn"], help="also faces, none, or a checkpoint"
+    )
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each clip")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2, help="timed scores per process")
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             clip = face_clip(tmp / f"{res}.mp4", w, h, 1, args.seconds)
             warm = face_clip(tmp / f"{res}_warm.mp4", w, h, 1, 0.5)
             for model in args.models:
-                name = "prior" if model == "prior" else str(checkpoint)
+                name = str(checkpoint) if model == "vggface-gru-attn" else model  # prior, faces, none, a path
                 rates: dict[str, list[float]] = {c: [] for c in configs}
                 used: dict[str, str] = {}
                 for _ in range(args.rounds):
